@@ -1,0 +1,1 @@
+"""Dask layer: tiling with halos, per-frame tasks, GPU placement, stitching."""

@@ -1,0 +1,1 @@
+"""Reports: figures, HTML pages and exports built from a result store."""
