@@ -1,0 +1,49 @@
+"""Pseudo-cubic lattice basis of a perovskite projection from column positions."""
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+__all__ = ["estimate_basis"]
+
+
+def estimate_basis(xy, *, a_px=None):
+    """Lattice vectors (u, v) in px from column positions.
+
+    In the [001] projection every column (Pb, X or Cs) has four nearest neighbours at
+    about a_pc/2 along the pseudo-cubic axes, so the folded directions of nearest-neighbour
+    vectors give the lattice orientation and their median length a_pc/2. ``u`` is the axis
+    closest to the image x axis, ``v`` is ``u`` turned by +90 degrees (towards +y).
+
+    Parameters
+    ----------
+    xy : ndarray, shape (N, 2)
+        Column positions (x, y), N >= 5.
+    a_px : float, optional
+        Known pseudo-cubic spacing in px; estimated when omitted.
+
+    Returns
+    -------
+    u, v : ndarray, shape (2,)
+
+    Examples
+    --------
+    >>> g = np.mgrid[0:8, 0:8].reshape(2, -1).T * 10.0
+    >>> u, v = estimate_basis(g)
+    >>> np.round(u, 6).tolist(), np.round(v, 6).tolist()
+    [[20.0, 0.0], [-0.0, 20.0]]
+    """
+    xy = np.asarray(xy, dtype=float)
+    if len(xy) < 5:
+        raise ValueError(f"need at least 5 columns to estimate a lattice, got {len(xy)}")
+    dist, idx = cKDTree(xy).query(xy, k=5)
+    vec = xy[idx[:, 1:]] - xy[:, None, :]
+    d = dist[:, 1:].ravel()
+    vec = vec.reshape(-1, 2)
+    med = np.median(d)
+    keep = np.abs(d - med) < 0.25 * med
+    ang = np.arctan2(vec[keep, 1], vec[keep, 0])
+    phi = np.angle(np.exp(4j * ang).mean()) / 4.0      # in (-45, 45] degrees
+    a = 2.0 * np.median(d[keep]) if a_px is None else float(a_px)
+    u = a * np.array([np.cos(phi), np.sin(phi)])
+    v = np.array([-u[1], u[0]])
+    return u, v
