@@ -84,7 +84,7 @@ def _pick_seed(xy, likeness, usable):
 
 
 def sofs(xy, amplitude, *, a_px=None, fit_ok=None, seed=None, branching=4, depth=9,
-         n_candidates=8, min_prob=0.05, min_halides=8):
+         n_candidates=8, min_prob=0.05, min_halides=8, min_trusted=4):
     """Find the halide sublattice, final species and PbX6 octahedra of one particle.
 
     Parameters
@@ -104,6 +104,8 @@ def sofs(xy, amplitude, *, a_px=None, fit_ok=None, seed=None, branching=4, depth
         The paper's B = 4, alpha = 9 and 8 candidates per depth.
     min_prob : float
         Smallest link probability accepted.
+    min_halides, min_trusted : int
+        Fewer linked halides or complete octahedra than this means "no crystal".
 
     Returns
     -------
@@ -148,6 +150,12 @@ def sofs(xy, amplitude, *, a_px=None, fit_ok=None, seed=None, branching=4, depth
     centres, keys = assign_centres(xy, amp, keys, u, v, tol_px=0.3 * 0.5 * np.linalg.norm(u),
                                    usable=usable)
     net = build_network(keys, centres, usable=usable)
+    n_trusted = int(net.trusted.sum())
+    if n_trusted < max(min_trusted, 0.25 * net.n_octahedra):
+        # Chance alignments in amorphous material give a few ragged "octahedra", almost
+        # none of them complete; a crystal gives mostly complete ones.
+        return _empty(n, f"only {n_trusted} of {net.n_octahedra} candidate octahedra are "
+                      "complete: no crystal network found", basis)
     # Halides that bond to no Pb are background peaks that happened to fit the lattice.
     bonded = set(int(a) for a in net.x_bonds[net.x_bonds >= 0])
     species = np.full(n, SPECIES_CODE["unassigned"])
