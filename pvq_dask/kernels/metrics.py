@@ -129,7 +129,8 @@ def octahedra_metrics(xy, network, *, pixel_size_nm, cov=None, shell_width_uc=3)
         "y_px": p[:, 1] if m else np.zeros(0),
         "theta1_deg": th1 * _RAD, "theta2_deg": th2 * _RAD, "theta3_deg": th3 * _RAD,
     }
-    errs = _uncertainties(xy, net, cov, b, a, axis_atom, phi, sense, sig, pixel_size_nm)
+    errs = _uncertainties(xy, net, cov, b, a, axis_atom, axis_sign, phi, sense, sig,
+                          pixel_size_nm)
     out.update(errs)
     for k in range(4):
         out[f"phi{k + 1}_deg"] = phi[:, k] * _RAD
@@ -149,7 +150,7 @@ def octahedra_metrics(xy, network, *, pixel_size_nm, cov=None, shell_width_uc=3)
     return out
 
 
-def _uncertainties(xy, net, cov, b, a, axis_atom, phi, sense, sig, pixel_size_nm):
+def _uncertainties(xy, net, cov, b, a, axis_atom, axis_sign, phi, sense, sig, pixel_size_nm):
     """First-order propagation of position covariances to theta1..3 and L1, L2."""
     m = net.n_octahedra
     names = ("theta1_err_deg", "theta2_err_deg", "theta3_err_deg", "L1_err_nm", "L2_err_nm")
@@ -160,7 +161,8 @@ def _uncertainties(xy, net, cov, b, a, axis_atom, phi, sense, sig, pixel_size_nm
     atoms = np.concatenate([net.pb[:, None], net.x_bonds, axis_atom], axis=1)
     valid = ~np.isnan(phi)
     gb = angle_grad(b)                                          # d ang(b) / d b
-    ga = np.where((axis_atom >= 0)[..., None], angle_grad(a), 0.0)
+    # a = sign * (A - P): d ang(a) / d(A - P) = g(A - P) = sign * g(a), g being odd.
+    ga = np.where((axis_atom >= 0)[..., None], axis_sign[..., None] * angle_grad(a), 0.0)
     # d phi_k / d slot, already multiplied by the rotation sense.
     dphi = np.zeros((m, 4, 9, 2))
     for k in range(4):
