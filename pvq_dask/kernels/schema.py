@@ -40,7 +40,7 @@ OCTAHEDRA_COLUMNS = (
 CELL_COLUMNS = (
     "frame", "i", "j", "x_px", "y_px",
     "C1_nm", "C2_nm", "C3_nm", "P1_nm", "P2_nm",
-    "C1_err_nm", "C2_err_nm", "P1_err_nm", "P2_err_nm",
+    "C1_err_nm", "C2_err_nm", "P1_err_nm", "P2_err_nm", "a_nm", "b_nm",
 )
 
 #: Region labels of an octahedron.
