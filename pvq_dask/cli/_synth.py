@@ -96,6 +96,6 @@ def add_parser(subparsers):
                    help="number of frames (default: 1, or 6 for --case series)")
     p.add_argument("--dot-size-nm", type=positive_float, default=None,
                    help=f"dot edge length in nm (default {_PAPER_DOT_NM:g}, shrunk to "
-                        f"{_MAX_DOT_FRACTION:.0%} of the frame when it would not fit)")
+                        f"{_MAX_DOT_FRACTION * 100:.0f}%% of the frame when it would not fit)")
     p.set_defaults(func=_run)
     return p
