@@ -71,13 +71,13 @@ class Result:
             for name in IMAGE_GROUPS[group]:
                 var = group if name == "0" else f"{group}_{name}"
                 out[var] = ds[name].assign_attrs(stage=GROUP_STAGE[group])
-        ds = xr.Dataset(out)
-        n = self.n_frames
         h, w = self.shape
         ps = self.pixel_size_nm
-        return ds.assign_coords(t=np.arange(n), y_nm=("y", np.arange(h) * ps),
-                                x_nm=("x", np.arange(w) * ps)).assign_attrs(
-            pixel_size_nm=ps, source=str(self.path))
+        coords = {"t": np.arange(self.n_frames), "y_nm": ("y", np.arange(h) * ps),
+                  "x_nm": ("x", np.arange(w) * ps)}
+        out = {k: v.drop_vars(["y_nm", "x_nm"], errors="ignore") for k, v in out.items()}
+        return xr.Dataset(out, coords=coords, attrs={"pixel_size_nm": ps,
+                                                     "source": str(self.path)})
 
     def table(self, name, frames=None):
         """Any table by name (e.g. ``'bonds'``), optionally for some frames only."""
