@@ -1,0 +1,145 @@
+"""One frame, all stages: detect -> fit -> classify -> SOFS -> metrics (no Dask).
+
+This is the per-frame "UDF": the Dask layer (``pvq_dask.parallel``) only schedules it, reads
+its input from the store and writes its outputs back.
+"""
+
+import time
+import tracemalloc
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pvq_dask.kernels.classify import classify_columns
+from pvq_dask.kernels.config import AnalysisConfig
+from pvq_dask.kernels.fit import fit_columns
+from pvq_dask.kernels.metrics import cell_metrics, octahedra_metrics
+from pvq_dask.kernels.peaks import find_columns, refine_com
+from pvq_dask.kernels.schema import ATOM_COLUMNS, CELL_COLUMNS, OCTAHEDRA_COLUMNS, SPECIES
+from pvq_dask.kernels.sofs import sofs
+
+__all__ = ["FrameResult", "analyze_frame", "empty_table"]
+
+
+def empty_table(columns):
+    """An empty DataFrame with the given schema columns."""
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+
+
+@dataclass
+class FrameResult:
+    """Tables and diagnostics of one analysed frame."""
+
+    atoms: pd.DataFrame
+    octahedra: pd.DataFrame
+    cells: pd.DataFrame
+    message: str = ""
+    timings_s: dict = field(default_factory=dict)
+    peak_mb: dict = field(default_factory=dict)
+    basis_px: np.ndarray | None = None
+
+
+@contextmanager
+def _stage(name, timings, peaks):
+    """Time a stage; with tracemalloc tracing, also record its peak allocation in MB."""
+    tracing = tracemalloc.is_tracing()
+    if tracing:
+        tracemalloc.reset_peak()
+    t0 = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - t0
+    if tracing:
+        peaks[name] = tracemalloc.get_traced_memory()[1] / 1e6
+
+
+def _atoms_table(fit, species, conf, frame, pixel_size_nm):
+    n = len(fit["x_px"])
+    return pd.DataFrame({
+        "frame": np.full(n, frame, dtype=np.int64),
+        "atom_id": np.arange(n, dtype=np.int64),
+        "x_px": fit["x_px"], "y_px": fit["y_px"],
+        "x_nm": fit["x_px"] * pixel_size_nm, "y_nm": fit["y_px"] * pixel_size_nm,
+        "sigma_x_px": fit["sigma_x_px"], "sigma_y_px": fit["sigma_y_px"],
+        "amplitude": fit["amplitude"], "background": fit["background"],
+        "pos_err_px": fit["pos_err_px"], "fit_ok": np.asarray(fit["fit_ok"], bool),
+        "species": np.array(SPECIES, dtype=object)[species],
+        "species_conf": conf,
+    })[list(ATOM_COLUMNS)]
+
+
+def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
+                  stages=None):
+    """Analyse one frame: every atom column, octahedron and cell with uncertainties.
+
+    Parameters
+    ----------
+    image : ndarray (H, W)
+        Raw or denoised frame.
+    pixel_size_nm : float
+    config : AnalysisConfig, optional
+    frame : int
+        Frame number written into the tables.
+    image_std : ndarray (H, W), optional
+        Per-pixel standard deviation of ``image`` when it is a denoiser's output (the
+        S2SRED Monte-Carlo std); the fit then weights pixels by it so position
+        uncertainties account for the denoiser.
+    stages : sequence of str, optional
+        Subset of ``("atoms", "network")``; defaults to the config's stages.
+
+    Returns
+    -------
+    FrameResult
+    """
+    cfg = AnalysisConfig() if config is None else config
+    stages = tuple(cfg.stages if stages is None else stages)
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D frame, got shape {image.shape}")
+    t, mem = {}, {}
+    with _stage("detect", t, mem):
+        xy0 = find_columns(image, min_distance_px=cfg.min_distance_px)
+        if len(xy0):
+            xy0 = refine_com(image, xy0, radius_px=cfg.com_radius_px)
+    empty = FrameResult(atoms=empty_table(ATOM_COLUMNS), octahedra=empty_table(OCTAHEDRA_COLUMNS),
+                        cells=empty_table(CELL_COLUMNS), timings_s=t, peak_mb=mem)
+    if len(xy0) == 0:
+        empty.message = "no atom columns found"
+        return empty
+    with _stage("fit", t, mem):
+        fit = fit_columns(image, xy0, rng=np.random.default_rng(cfg.seed),
+                          reject_residual_frac=cfg.reject_residual_frac, tol=cfg.fit_tol)
+    with _stage("classify", t, mem):
+        xy = np.c_[fit["x_px"], fit["y_px"]]
+        sigma = 0.5 * (np.asarray(fit["sigma_x_px"]) + np.asarray(fit["sigma_y_px"]))
+        species, conf = classify_columns(xy, fit["amplitude"], sigma,
+                                         method=cfg.classify_method)
+    result = FrameResult(atoms=_atoms_table(fit, species, conf, frame, pixel_size_nm),
+                         octahedra=empty.octahedra, cells=empty.cells, timings_s=t, peak_mb=mem)
+    if "network" not in stages:
+        return result
+    with _stage("sofs", t, mem):
+        found = sofs(xy, fit["amplitude"], fit_ok=fit["fit_ok"], branching=cfg.sofs_branching,
+                     depth=cfg.sofs_depth, n_candidates=cfg.sofs_candidates)
+    result.basis_px = found.basis_px
+    if found.message:
+        result.message = found.message
+    if found.network.n_octahedra == 0:
+        return result
+    # SOFS labels are final; the classifier's confidence stands where both agree.
+    agree = species == found.species
+    final_conf = np.where(agree, conf, 0.5)
+    final_conf[found.species == SPECIES.index("unassigned")] = 0.0
+    result.atoms["species"] = np.array(SPECIES, dtype=object)[found.species]
+    result.atoms["species_conf"] = final_conf
+    with _stage("metrics", t, mem):
+        octs = pd.DataFrame(octahedra_metrics(xy, found.network, pixel_size_nm=pixel_size_nm,
+                                              cov=fit["cov"], shell_width_uc=cfg.shell_width_uc))
+        octs.insert(0, "frame", frame)
+        cells = pd.DataFrame(cell_metrics(xy, found.network, pixel_size_nm=pixel_size_nm,
+                                          cov=fit["cov"]))
+        cells.insert(0, "frame", frame)
+    result.octahedra = octs[list(OCTAHEDRA_COLUMNS)]
+    result.cells = cells
+    return result
