@@ -50,7 +50,7 @@ def test_report_has_every_section_and_the_core_shell_numbers(frame, tmp_path):
     octs = frame.octahedra
     core = octs[(octs.surface_distance_uc >= 3)].theta3_deg
     assert f"{core.mean():.3f} &plusmn; {core.std(ddof=1) / np.sqrt(len(core)):.3f}" in text
-    assert "GPA period" in text and "P1_nm" in text
+    assert "GPA period" in text and "P1_nm" in text and "per surface layer" in text
     assert "&lt;stand-in &amp; test&gt;" in text                  # escaped provenance
     assert "http" not in text.split("<body>")[0]                   # self-contained head
 

@@ -106,6 +106,9 @@ def test_summarize_octahedra_core_and_shell_by_hand():
     # Weighted shell mean: (8/0.25 + 9/0.25 + 10/1) / (4 + 4 + 1)
     assert th["shell"]["weighted_mean"] == pytest.approx((32 + 36 + 10) / 9, abs=EXACT)
     assert th["all"]["n"] == 6                                  # edge-excluded left out
+    layers = s["layers"]["theta3_deg"]
+    assert sorted(layers) == [0, 1, 2, 3, 4, 5] and layers[0]["n"] == 1   # not the 40 deg
+    assert layers[0]["mean"] == 8.0
     assert "weighted_mean" not in s["metrics"]["L1_nm"]["core"]  # no L1_err_nm column
 
 

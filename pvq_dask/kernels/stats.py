@@ -196,9 +196,10 @@ def summarize_octahedra(df, *, shell_width_uc=3, metrics=SUMMARY_METRICS):
     Returns
     -------
     dict
-        ``n_octahedra, n_core, n_shell, n_edge_excluded, shell_width_uc`` and ``metrics``:
+        ``n_octahedra, n_core, n_shell, n_edge_excluded, shell_width_uc``, ``metrics``:
         ``{metric: {"core": describe, "shell": describe, "all": describe,
-        "core_minus_shell": {"diff", "sem"}}}``.
+        "core_minus_shell": {"diff", "sem"}}}`` and ``layers``: ``{metric: {layer:
+        describe}}`` per surface layer (when ``surface_distance_uc`` is present).
 
     Examples
     --------
@@ -221,6 +222,7 @@ def summarize_octahedra(df, *, shell_width_uc=3, metrics=SUMMARY_METRICS):
         "n_edge_excluded": int((region == "edge_excluded").sum()),
         "shell_width_uc": int(shell_width_uc),
         "metrics": {},
+        "layers": {},
     }
     used = region != "edge_excluded"
     for name in metrics:
@@ -236,6 +238,10 @@ def summarize_octahedra(df, *, shell_width_uc=3, metrics=SUMMARY_METRICS):
         per["core_minus_shell"] = {"diff": c["mean"] - s["mean"],
                                    "sem": float(np.hypot(c["sem"], s["sem"]))}
         out["metrics"][name] = per
+        if "surface_distance_uc" in df:
+            out["layers"][name] = layer_statistics(
+                v[used], np.asarray(df["surface_distance_uc"])[used],
+                errors=None if e is None else e[used])
     return out
 
 

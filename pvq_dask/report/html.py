@@ -122,6 +122,17 @@ def _summary_table(summary, cells):
     return out
 
 
+def _layer_table(summary, name="theta3_deg"):
+    layers = summary.get("layers", {}).get(name)
+    if not layers:
+        return ""
+    rows = "".join(f"<tr><td>{k}</td><td>{_fmt(d['mean'], 3)} &plusmn; {_fmt(d['sem'], 3)}"
+                   f"</td><td>{d['n']}</td></tr>" for k, d in layers.items())
+    return (f"<p>{name} per surface layer (0 = outermost unit cell; edge-excluded left "
+            f"out):</p><table><tr><th>layer</th><th>mean &plusmn; s.e.</th><th>n</th></tr>"
+            f"{rows}</table>")
+
+
 def _gpa_section(image, cells, pixel_size_nm, dpi):
     """GPA maps and the spacing cross-check table (or the reason it could not run)."""
     if image is None:
@@ -237,6 +248,7 @@ def build_report(result, out_html, *, frame=0, title=None, shell_width_uc=3,
             f"{summary['n_shell']} (outer {shell_width_uc} unit cells), edge-excluded "
             f"{summary['n_edge_excluded']}. Pixel size {ps:.5g} nm.</p>")
         parts.append(_summary_table(summary, cells))
+        parts.append(_layer_table(summary))
 
     if image is not None:
         parts.append(f"<h2 id='image'>Image ({img_name}) and octahedral network</h2>")
