@@ -38,7 +38,7 @@ OCTAHEDRA_MAP_METRICS = ("theta1_deg", "theta2_deg", "theta3_deg", "L1_nm", "L2_
 CELL_MAP_METRICS = ("C1_nm", "C2_nm", "C3_nm", "P1_nm", "P2_nm")
 
 _METHODS = ("gaussian", "linear", "nearest")
-_CHUNK = 2048  # sites per block in the brute-force nearest-neighbour search
+_CHUNK = 512  # sites per block in the brute-force nearest-neighbour search
 _MIN_HADAMARD = 1e-3  # local-linear fits with a flatter site cloud are left NaN
 
 
@@ -73,10 +73,11 @@ def lattice_spacing(x, y):
     if len(xy) < 2:
         raise ValueError(f"lattice_spacing needs at least 2 finite sites, got {len(xy)}")
     nn = np.empty(len(xy))
+    x, y = xy[:, 0], xy[:, 1]
     for s in range(0, len(xy), _CHUNK):
-        blk = xy[s:s + _CHUNK]
-        d2 = ((blk[:, None, :] - xy[None, :, :]) ** 2).sum(-1)
-        d2[np.arange(len(blk)), s + np.arange(len(blk))] = np.inf
+        bx, by = x[s:s + _CHUNK, None], y[s:s + _CHUNK, None]
+        d2 = (bx - x[None, :]) ** 2 + (by - y[None, :]) ** 2
+        d2[np.arange(len(bx)), s + np.arange(len(bx))] = np.inf
         nn[s:s + _CHUNK] = d2.min(axis=1)
     return float(np.sqrt(np.median(nn)))
 
@@ -290,7 +291,7 @@ def _cell_keep(cells, octahedra):
         return np.ones(len(ci), bool)
     bi = np.asarray(octahedra["i"], np.int64)[bad]
     bj = np.asarray(octahedra["j"], np.int64)[bad]
-    span = int(max(np.abs(ci).max(initial=0), np.abs(bi).max(initial=0))) + 4
+    span = int(max(np.abs(a).max(initial=0) for a in (ci, cj, bi, bj))) + 4
     bad_keys = (bi + span) * (4 * span) + (bj + span)
     keep = np.ones(len(ci), bool)
     for di, dj in ((0, 0), (1, 0), (0, 1), (1, 1)):
