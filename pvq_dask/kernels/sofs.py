@@ -96,7 +96,8 @@ def sofs(xy, amplitude, *, a_px=None, fit_ok=None, seed=None, branching=4, depth
     a_px : float, optional
         Pseudo-cubic lattice spacing in px (estimated from the columns if omitted).
     fit_ok : ndarray of bool, optional
-        Columns whose fit is usable; others are never linked.
+        Columns whose fit is trustworthy; octahedra with any other column are flagged
+        untrusted (they still take part in the search, so the network stays connected).
     seed : int, optional
         Atom index of the seed halide (default: the most halide-like column near the
         centre of the columns).
@@ -125,9 +126,10 @@ def sofs(xy, amplitude, *, a_px=None, fit_ok=None, seed=None, branching=4, depth
     n = len(xy)
     if len(amp) != n:
         raise ValueError(f"xy has {n} columns but amplitude has {len(amp)}")
+    # Every finite column takes part in the topology; a poor fit only makes the octahedra
+    # it belongs to untrusted (a missing column would break the search instead).
     usable = np.isfinite(xy).all(axis=1) & np.isfinite(amp) & (amp > 0)
-    if fit_ok is not None:
-        usable &= np.asarray(fit_ok, bool)
+    good = usable if fit_ok is None else usable & np.asarray(fit_ok, bool)
     if usable.sum() < 3 * min_halides:
         return _empty(n, f"only {int(usable.sum())} usable columns: no crystal lattice found")
     u, v = estimate_basis(xy[usable], a_px=a_px)
@@ -149,7 +151,7 @@ def sofs(xy, amplitude, *, a_px=None, fit_ok=None, seed=None, branching=4, depth
                       "network found", basis)
     centres, keys = assign_centres(xy, amp, keys, u, v, tol_px=0.3 * 0.5 * np.linalg.norm(u),
                                    usable=usable)
-    net = build_network(keys, centres, usable=usable)
+    net = build_network(keys, centres, usable=good)
     n_trusted = int(net.trusted.sum())
     if n_trusted < max(min_trusted, 0.25 * net.n_octahedra):
         # Chance alignments in amorphous material give a few ragged "octahedra", almost
