@@ -14,6 +14,7 @@ import pandas as pd
 
 from pvq_dask.kernels.classify import classify_columns
 from pvq_dask.kernels.config import AnalysisConfig
+from pvq_dask.kernels.crlb import NoiseModel
 from pvq_dask.kernels.fit import fit_columns
 from pvq_dask.kernels.metrics import cell_metrics, octahedra_metrics
 from pvq_dask.kernels.peaks import find_columns, refine_com
@@ -108,7 +109,14 @@ def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
         empty.message = "no atom columns found"
         return empty
     with _stage("fit", t, mem):
-        fit = fit_columns(image, xy0, rng=np.random.default_rng(cfg.seed),
+        noise = None
+        if image_std is not None:
+            # A denoised frame has no shot noise left; its pixel uncertainty is the
+            # denoiser's Monte-Carlo std. Pixels are treated as independent with that
+            # variance (docs/method.md: a lower bound when denoiser errors are correlated).
+            var = np.asarray(image_std, float) ** 2
+            noise = NoiseModel(gain=0.0, read_var=float(np.nanmedian(var[np.isfinite(var)])))
+        fit = fit_columns(image, xy0, noise=noise, rng=np.random.default_rng(cfg.seed),
                           reject_residual_frac=cfg.reject_residual_frac, tol=cfg.fit_tol)
     with _stage("classify", t, mem):
         xy = np.c_[fit["x_px"], fit["y_px"]]

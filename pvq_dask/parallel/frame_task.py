@@ -33,7 +33,7 @@ def denoise_frame_task(path, t, cfg_d):
     ckpt = Path(path) / "checkpoints" / f"s2sred_frame{t:05d}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     res = denoise_s2sred(filtered, profile=cfg.denoise_profile, device=cfg.device,
-                         seed=cfg.seed + t, checkpoint_path=str(ckpt))
+                         rng=cfg.seed + t, checkpoint_path=str(ckpt))
     store.write_frame("denoised", t, res.mean)
     store.write_frame("denoised", t, res.std, name="std")
     store.set_done("denoise", t)
