@@ -9,7 +9,7 @@ from pvq_dask.kernels.register import (
     correct_positions,
     estimate_scan_drift,
     estimate_shift,
-    fit_scan_drift,
+    fit_drift,
     register_stack,
 )
 from pvq_dask.kernels.synth import SynthParams, synthesize_series
@@ -22,18 +22,21 @@ CLEAN_SHIFT_TOL_PX = 0.02
 SCAN_DRIFT_IMAGE_TOL_PX = 1.0
 #: Lattice-fit intra-frame drift error from 0.1 px-noisy matched Pb positions (px).
 SCAN_DRIFT_FIT_TOL_PX = 0.15
+#: Lattice-fit particle rotation error (deg) and isotropic strain error (1).
+ROTATION_TOL_DEG = 0.02
+STRAIN_TOL = 2e-4
 
 SHAPE = (384, 384)
 DOT_NM = 4.0
 
 
 def _truth(frame_ref, frame):
-    """Truth (shift at the middle row, scan drift) from matched truth Pb positions."""
+    """Truth (drift of the particle centre, scan drift) from matched truth Pb positions."""
     pb = (frame_ref.atoms["species"] == "Pb").to_numpy()
     a = frame_ref.atoms[["x_px", "y_px"]].to_numpy()[pb]
     b = frame.atoms[["x_px", "y_px"]].to_numpy()[pb]
-    shift, scan, _ = fit_scan_drift(a, b, height_px=frame.image.shape[0])
-    return shift, scan
+    fit = fit_drift(a, b, height_px=frame.image.shape[0])
+    return fit.shift_px, fit.scan_drift_px
 
 
 @pytest.fixture(scope="module")
@@ -90,20 +93,31 @@ def test_intra_frame_drift_from_row_bands():
     assert np.abs(got_scan - scan).max() < SCAN_DRIFT_IMAGE_TOL_PX, (got_scan, scan)
 
 
-def test_fit_scan_drift_recovers_model(rng):
+def test_fit_drift_recovers_model(rng):
+    """Drift, scan drift, particle rotation and strain from noisy matched sites."""
     ref = rng.uniform(40, 340, size=(80, 2))
-    shift, scan = np.array([3.2, -1.4]), np.array([0.9, -0.5])
-    moved = ref + shift
-    for _ in range(3):  # the model is in the moving frame's rows: solve it by iteration
-        moved = ref + shift + np.outer((moved[:, 1] - 191.5) / 384, scan)
+    centre = ref.mean(axis=0)
+    shift, scan, rot_deg, strain = np.array([3.2, -1.4]), np.array([0.9, -0.5]), 1.5, 0.004
+    th = np.radians(rot_deg)
+    sim = (1 + strain) * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    moved = ref.copy()
+    for _ in range(5):  # the scan term depends on the moving frame's rows: iterate
+        moved = centre + shift + (ref - centre) @ sim.T + np.outer((moved[:, 1] - 191.5) / 384,
+                                                                   scan)
     noisy = moved + rng.normal(0, 0.1, moved.shape)
     noisy[:3] += 25.0  # mismatched sites are clipped
-    s, v, res = fit_scan_drift(ref, noisy, height_px=384)
-    assert np.abs(s - shift).max() < DRIFT_TOL_PX
-    assert np.abs(v - scan).max() < SCAN_DRIFT_FIT_TOL_PX
-    assert res < 0.2
-    back = correct_positions(moved, shift_px=shift, scan_drift_px=scan, height_px=384)
-    np.testing.assert_allclose(back, ref, atol=1e-9)
+    fit = fit_drift(ref, noisy, height_px=384)
+    assert np.abs(fit.shift_px - shift).max() < DRIFT_TOL_PX
+    assert np.abs(fit.scan_drift_px - scan).max() < SCAN_DRIFT_FIT_TOL_PX
+    assert abs(fit.rotation_deg - rot_deg) < ROTATION_TOL_DEG
+    assert abs(fit.strain - strain) < STRAIN_TOL
+    assert fit.n_used == 77 and fit.residual_px < 0.2
+    back = correct_positions(moved, height_px=384, **{
+        k: v for k, v in vars(fit).items() if k not in ("residual_px", "n_used")})
+    np.testing.assert_allclose(back, ref, atol=0.1)
+    # without the similarity terms the rotation leaks into the scan drift
+    plain = fit_drift(ref, noisy, height_px=384, similarity=False)
+    assert abs(plain.scan_drift_px[0] - scan[0]) > 1.0
 
 
 @pytest.mark.parametrize("call, match", [
@@ -113,8 +127,9 @@ def test_fit_scan_drift_recovers_model(rng):
     (lambda: estimate_scan_drift(np.ones((64, 64)), np.ones((64, 64)), n_bands=1), "n_bands"),
     (lambda: estimate_scan_drift(np.ones((64, 64)), np.ones((64, 64)), shift_px=(60, 0)),
      "barely overlap"),
-    (lambda: fit_scan_drift(np.zeros((2, 2)), np.zeros((2, 2)), height_px=10), "at least 3"),
-    (lambda: fit_scan_drift(np.zeros((3, 2)), np.zeros((4, 2)), height_px=10), "row for row"),
+    (lambda: fit_drift(np.zeros((3, 2)), np.zeros((3, 2)), height_px=10), "at least 4"),
+    (lambda: fit_drift(np.zeros((3, 2)), np.zeros((4, 2)), height_px=10), "row for row"),
+    (lambda: fit_drift(np.ones((5, 2)), np.ones((5, 2)), height_px=10), "one row"),
     (lambda: register_stack([np.ones((32, 32))], reference=2), "out of range"),
 ])
 def test_bad_input(call, match):

@@ -15,7 +15,8 @@ sub-pixel shift with :func:`skimage.registration.phase_cross_correlation` (upsam
 plain cross-correlation of Laplacian-of-Gaussian filtered, particle-weighted crops that the
 coarse shift has aligned to within a pixel). Within frames: the same registration on row
 bands of the particle (:func:`estimate_scan_drift`), or, more precisely, a least-squares fit
-to matched column positions (:func:`fit_scan_drift`).
+to matched column positions that also separates the particle's own rotation and isotropic
+strain (:func:`fit_drift`).
 """
 
 import numpy as np
@@ -23,11 +24,16 @@ import pandas as pd
 from scipy import ndimage as ndi
 from skimage.registration import phase_cross_correlation
 
-__all__ = ["estimate_shift", "estimate_scan_drift", "fit_scan_drift", "correct_positions",
-           "register_stack", "DRIFT_COLUMNS"]
+from pvq_dask.kernels._drift_model import DriftFit, correct_positions, fit_drift
 
-#: Columns of the per-frame drift table (:func:`register_stack`).
-DRIFT_COLUMNS = ("frame", "drift_x_px", "drift_y_px", "scan_drift_x_px", "scan_drift_y_px")
+__all__ = ["estimate_shift", "estimate_scan_drift", "fit_drift", "DriftFit",
+           "correct_positions", "register_stack", "DRIFT_COLUMNS"]
+
+#: Columns of a per-frame drift table (:func:`register_stack`, ``DriftFit.as_row``):
+#: the model of :mod:`pvq_dask.kernels._drift_model` (registration leaves strain and
+#: rotation at 0).
+DRIFT_COLUMNS = ("frame", "drift_x_px", "drift_y_px", "scan_drift_x_px", "scan_drift_y_px",
+                 "strain", "rotation_deg", "centre_x_px", "centre_y_px")
 
 _HIGHPASS_SIGMA_PX = 6.0      # removes the support's and ligand's slow background
 _SIGNAL_FLOOR_FRAC = 0.15     # envelope level (of its range) that counts as particle
@@ -225,74 +231,6 @@ def estimate_scan_drift(reference, image, *, n_bands=3, shift_px=None, sigma_px=
     return mid, scan
 
 
-def fit_scan_drift(xy_reference, xy, *, height_px, clip=4.0):
-    """Shift and linear intra-frame drift from matched positions (e.g. tracked Pb columns).
-
-    Least squares of ``xy - xy_reference = shift + scan_drift * (y - (H - 1)/2) / H`` per
-    axis, refitted once without points off by more than ``clip`` robust standard deviations.
-
-    Parameters
-    ----------
-    xy_reference, xy : ndarray (N, 2)
-        The same sites in the reference frame and in the frame, in px.
-    height_px : int
-        Frame height H.
-    clip : float
-
-    Returns
-    -------
-    shift_px, scan_drift_px : ndarray (2,)
-    residual_px : float
-        RMS residual of the kept points.
-
-    Examples
-    --------
-    >>> ref = np.c_[np.tile(np.arange(0, 200, 20.0), 10), np.repeat(np.arange(0, 200, 20.0), 10)]
-    >>> y = ref[:, 1] + 1.0
-    >>> moved = ref + [2.0, 1.0] + np.c_[0.6 * (y - 99.5) / 200, 0.0 * y]
-    >>> s, v, r = fit_scan_drift(ref, moved, height_px=200)
-    >>> np.round(s, 6).tolist(), np.round(v, 6).tolist()
-    ([2.0, 1.0], [0.6, 0.0])
-    """
-    a = np.asarray(xy_reference, dtype=float).reshape(-1, 2)
-    b = np.asarray(xy, dtype=float).reshape(-1, 2)
-    if a.shape != b.shape:
-        raise ValueError(f"xy_reference {a.shape} and xy {b.shape} must match row for row")
-    if len(a) < 3:
-        raise ValueError(f"need at least 3 matched positions to fit drift, got {len(a)}")
-    if height_px <= 0:
-        raise ValueError(f"height_px must be > 0, got {height_px}")
-    design = np.c_[np.ones(len(b)), (b[:, 1] - (height_px - 1) / 2.0) / height_px]
-    if np.ptp(design[:, 1]) * height_px < 1.0:
-        raise ValueError("matched positions span less than one row: scan drift undefined")
-    delta = b - a
-    keep = np.ones(len(b), dtype=bool)
-    for _ in range(2):
-        coef, *_ = np.linalg.lstsq(design[keep], delta[keep], rcond=None)
-        res = np.linalg.norm(delta - design @ coef, axis=1)
-        scale = 1.4826 * np.median(res[keep]) + 1e-9
-        new = res <= clip * scale
-        if new.sum() < 3 or (new == keep).all():
-            break
-        keep = new
-    rms = float(np.sqrt(np.mean(res[keep] ** 2)))
-    return coef[0], coef[1], rms
-
-
-def correct_positions(xy, *, shift_px, scan_drift_px=(0.0, 0.0), height_px):
-    """Map positions measured in a frame into the reference frame (inverse of the model).
-
-    Examples
-    --------
-    >>> correct_positions([[12.0, 50.0]], shift_px=(2.0, -1.0), height_px=101).tolist()
-    [[10.0, 51.0]]
-    """
-    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
-    v = np.asarray(scan_drift_px, dtype=float)
-    row = (xy[:, 1:2] - (height_px - 1) / 2.0) / height_px
-    return xy - np.asarray(shift_px, dtype=float) - row * v
-
-
 def register_stack(frames, *, reference=0, scan_drift=True, n_bands=3, sigma_px=2.0,
                    upsample_factor=100):
     """Drift of every frame of a stack relative to frame ``reference``.
@@ -314,10 +252,11 @@ def register_stack(frames, *, reference=0, scan_drift=True, n_bands=3, sigma_px=
     if not 0 <= int(reference) < n:
         raise ValueError(f"reference frame {reference} out of range 0..{n - 1}")
     ref = _as_frame(frames[reference], f"frame {reference}")
+    centre = ((ref.shape[1] - 1) / 2.0, (ref.shape[0] - 1) / 2.0)
     rows = []
     for t in range(n):
         if t == int(reference):
-            rows.append((t, 0.0, 0.0, 0.0, 0.0))
+            rows.append((t, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0) + centre)
             continue
         img = _as_frame(frames[t], f"frame {t}")
         if scan_drift:
@@ -326,7 +265,7 @@ def register_stack(frames, *, reference=0, scan_drift=True, n_bands=3, sigma_px=
         else:
             s = estimate_shift(ref, img, sigma_px=sigma_px, upsample_factor=upsample_factor)
             v = np.zeros(2)
-        rows.append((t, float(s[0]), float(s[1]), float(v[0]), float(v[1])))
+        rows.append((t, float(s[0]), float(s[1]), float(v[0]), float(v[1]), 0.0, 0.0) + centre)
     df = pd.DataFrame(rows, columns=list(DRIFT_COLUMNS))
     df["frame"] = df["frame"].astype(np.int64)
     return df

@@ -151,16 +151,24 @@ def link_lattice(ij, xy, ref_ij, ref_xy, *, match_radius=0.3):
                        n_votes=int(hit.sum()), agreement=float(counts[best] / counts.sum()))
 
 
-def _drift_of(drift, t):
+def _corrected(xy, drift, t, height_px):
+    """Positions of frame ``t`` mapped into the reference frame with its drift row."""
     if drift is None:
-        return np.zeros(2), np.zeros(2)
+        return np.asarray(xy, dtype=float)
     row = drift.loc[drift["frame"] == t]
     if len(row) != 1:
         raise ValueError(f"drift table needs exactly one row for frame {t}, has {len(row)}")
     row = row.iloc[0]
-    scan = [row.get("scan_drift_x_px", 0.0), row.get("scan_drift_y_px", 0.0)]
-    return (np.array([row["drift_x_px"], row["drift_y_px"]], dtype=float),
-            np.nan_to_num(np.asarray(scan, dtype=float)))
+
+    def get(name):
+        v = row.get(name, 0.0)
+        return 0.0 if v is None or not np.isfinite(v) else float(v)
+
+    return correct_positions(
+        xy, shift_px=(row["drift_x_px"], row["drift_y_px"]), height_px=height_px,
+        scan_drift_px=(get("scan_drift_x_px"), get("scan_drift_y_px")),
+        strain=get("strain"), rotation_deg=get("rotation_deg"),
+        centre_px=(get("centre_x_px"), get("centre_y_px")))
 
 
 def track_octahedra(octahedra, drift=None, *, height_px, reference_frame=0, match_radius=0.3):
@@ -171,9 +179,9 @@ def track_octahedra(octahedra, drift=None, *, height_px, reference_frame=0, matc
     octahedra : pandas.DataFrame
         Octahedra of all frames (at least ``frame, oct_id, x_px, y_px, i, j``).
     drift : pandas.DataFrame, optional
-        Per frame ``frame, drift_x_px, drift_y_px`` and optionally ``scan_drift_x_px,
-        scan_drift_y_px`` relative to ``reference_frame`` (see
-        :mod:`pvq_dask.kernels.register`); no drift when omitted.
+        Per frame ``frame, drift_x_px, drift_y_px`` and optionally the other
+        :data:`~pvq_dask.kernels.register.DRIFT_COLUMNS` (scan drift, strain, rotation,
+        centre) relative to ``reference_frame``; no drift when omitted.
     height_px : int
         Frame height (for the intra-frame drift model).
     reference_frame : int
@@ -193,23 +201,17 @@ def track_octahedra(octahedra, drift=None, *, height_px, reference_frame=0, matc
     missing = sorted(need - set(octahedra.columns))
     if missing:
         raise ValueError(f"octahedra table lacks columns {missing}")
-    frames = np.unique(octahedra["frame"].to_numpy())
-    ref = octahedra[octahedra["frame"] == reference_frame]
+    by_frame = dict(tuple(octahedra.groupby("frame", sort=True)))
+    ref = by_frame.get(reference_frame, octahedra.iloc[:0])
     if len(ref) < 3:
         raise ValueError(f"reference frame {reference_frame} has {len(ref)} octahedra; "
                          "choose a frame with a network")
     ref_ij = ref[["i", "j"]].to_numpy(np.int64)
-    shift, scan = _drift_of(drift, reference_frame)
-    ref_xy = correct_positions(ref[["x_px", "y_px"]].to_numpy(float), shift_px=shift,
-                               scan_drift_px=scan, height_px=height_px)
+    ref_xy = _corrected(ref[["x_px", "y_px"]].to_numpy(float), drift, reference_frame,
+                        height_px)
     parts, links = [], {}
-    for t in frames:
-        o = octahedra[octahedra["frame"] == t]
-        if len(o) == 0:
-            continue
-        shift, scan = _drift_of(drift, t)
-        xy = correct_positions(o[["x_px", "y_px"]].to_numpy(float), shift_px=shift,
-                               scan_drift_px=scan, height_px=height_px)
+    for t, o in by_frame.items():
+        xy = _corrected(o[["x_px", "y_px"]].to_numpy(float), drift, t, height_px)
         try:
             link = link_lattice(o[["i", "j"]].to_numpy(np.int64), xy, ref_ij, ref_xy,
                                 match_radius=match_radius)
