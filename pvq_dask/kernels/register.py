@@ -54,10 +54,30 @@ def _hann(shape):
 
 
 def _envelope(image, sigma_px, envelope_sigma_px):
-    """Local lattice energy: band-passed image squared, smoothed over a few cells."""
-    lo = ndi.gaussian_filter(image, sigma_px / 2.0)
-    band = lo - ndi.gaussian_filter(image, _HIGHPASS_SIGMA_PX)
-    return ndi.gaussian_filter(band * band, envelope_sigma_px)
+    """Local lattice energy: band-passed image squared, smoothed over a few cells.
+
+    It only locates the particle, so frames of 512 px and more are binned 2 x 2 for it
+    (returned at full size).
+    """
+    f = 2 if min(image.shape) >= 512 else 1
+    h, w = image.shape
+    small = image[:h - h % f, :w - w % f].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    band = (ndi.gaussian_filter(small, max(sigma_px / 2.0 / f, 0.5))
+            - ndi.gaussian_filter(small, _HIGHPASS_SIGMA_PX / f))
+    env = ndi.gaussian_filter(band * band, envelope_sigma_px / f)
+    if f > 1:
+        env = np.repeat(np.repeat(env, f, axis=0), f, axis=1)
+        env = np.pad(env, ((0, h - env.shape[0]), (0, w - env.shape[1])), mode="edge")
+    return env
+
+
+def _support(weight, margin=0):
+    """Row and column slices holding the non-negligible part of ``weight`` (+ margin)."""
+    big = weight > 1e-3 * weight.max()
+    rows, cols = np.flatnonzero(big.any(axis=1)), np.flatnonzero(big.any(axis=0))
+    h, w = weight.shape
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)))
 
 
 def _signal_weight(env):
@@ -65,7 +85,11 @@ def _signal_weight(env):
     lo, hi = np.percentile(env, [10.0, 99.0])
     if not hi > lo:
         return np.ones_like(env)
-    mask = ndi.binary_fill_holes(env > lo + _SIGNAL_FLOOR_FRAC * (hi - lo))
+    labels, n = ndi.label(env > lo + _SIGNAL_FLOOR_FRAC * (hi - lo))
+    if n > 1:  # keep the particle(s), drop specks of background texture
+        area = np.bincount(labels.ravel())[1:]
+        labels = np.isin(labels, 1 + np.flatnonzero(area >= 0.1 * area.max()))
+    mask = ndi.binary_fill_holes(labels > 0)
     return ndi.gaussian_filter(mask.astype(np.float64), 6.0)
 
 
@@ -112,17 +136,32 @@ class _Pair:
         if shift_px is None:
             shift_px = _coarse_shift(env_r, _envelope(image, sigma_px, envelope_sigma_px))
         self.k = np.round(np.asarray(shift_px, dtype=float)).astype(int)
-        (ys, xs), sl_m = _overlap(reference.shape, self.k)
-        self.origin = np.array([xs.start, ys.start], dtype=float)
-        self.ref = -ndi.gaussian_laplace(reference[ys, xs], sigma_px)
-        self.img = -ndi.gaussian_laplace(image[sl_m], sigma_px)
-        env = env_r[ys, xs]
-        self.weight = _hann(env.shape) * _signal_weight(env)
-        self.env = env
+        (ys, xs), (ys_m, xs_m) = _overlap(reference.shape, self.k)
+        weight = _hann((ys.stop - ys.start, xs.stop - xs.start)) * _signal_weight(env_r[ys, xs])
+        if not weight.max() > 0:
+            raise ValueError("no signal to register (flat frames?)")
+        # Filter only around the particle: the weight is ~0 elsewhere.
+        margin = int(4 * sigma_px) + 2
+        by, bx = _support(weight)
+        gy, gx = _support(weight, margin)
+        inner = (slice(by.start - gy.start, by.stop - gy.start),
+                 slice(bx.start - gx.start, bx.stop - gx.start))
+
+        def log(image, y0, x0):
+            region = image[y0 + gy.start:y0 + gy.stop, x0 + gx.start:x0 + gx.stop]
+            return -ndi.gaussian_laplace(region, sigma_px)[inner]
+
+        self.ref = log(reference, ys.start, xs.start)
+        self.img = log(image, ys_m.start, xs_m.start)
+        self.weight = weight[by, bx]
+        self.origin = np.array([xs.start + bx.start, ys.start + by.start], dtype=float)
 
     def shift(self, weight, upsample_factor):
         """Displacement (x, y) of the image content under ``weight`` (crop coordinates)."""
-        s, _, _ = phase_cross_correlation(self.ref * weight, self.img * weight,
+        # zero weight outside the box: cutting it leaves the correlation's peak alone
+        box = _support(weight)
+        w = weight[box]
+        s, _, _ = phase_cross_correlation(self.ref[box] * w, self.img[box] * w,
                                           upsample_factor=upsample_factor, normalization=None)
         return self.k - np.array([s[1], s[0]], dtype=float)
 
