@@ -12,6 +12,8 @@ from pvq_dask.kernels.track import TRACK_COLUMNS, fit_lattice, link_lattice, tra
 MIN_LINKED_CORRECT = 0.99
 #: Position noise added to truth Pb positions (px), like a low-dose fit.
 POSITION_NOISE_PX = 0.3
+#: Rotation of the particle in the rotation test (deg).
+ROTATION_DEG = 8.0
 
 SHAPE = (384, 384)
 SYMMETRIES = [np.array(m) for m in ([[1, 0], [0, 1]], [[0, 1], [1, 0]], [[-1, 0], [0, 1]],
@@ -98,6 +100,34 @@ def test_sites_absent_from_the_reference(series, rng):
     tracks, links = track_octahedra(octs, _truth_drift(series), height_px=SHAPE[0])
     assert links[3].n_votes == 0  # extrapolated reference lattice
     assert _correct_fraction(octs, tracks) >= MIN_LINKED_CORRECT
+
+
+def test_rotating_particle(series, rng):
+    """A particle that turns by a few degrees still links from a translation-only drift;
+    with the fitted rotation the corrected positions land on the reference's."""
+    from pvq_dask.kernels.register import fit_drift
+
+    octs = _scrambled(series, rng, drop_frac=0.0)
+    last = (octs["frame"] == 3).to_numpy()
+    xy = octs.loc[last, ["x_px", "y_px"]].to_numpy()
+    centre = xy.mean(axis=0)
+    th = np.radians(ROTATION_DEG)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    octs.loc[last, ["x_px", "y_px"]] = centre + (xy - centre) @ rot.T
+    drift = _truth_drift(series)
+    tracks, links = track_octahedra(octs, drift, height_px=SHAPE[0])
+    assert _correct_fraction(octs, tracks) >= MIN_LINKED_CORRECT
+    assert links[3].n_votes < last.sum()  # sites far from the centre miss their match
+    # refit the drift from the links: the rotation comes out and the residual vanishes
+    m = tracks.merge(octs[["frame", "oct_id", "x_px", "y_px"]], on=["frame", "oct_id"])
+    ref = m[m["frame"] == 0].merge(m[m["frame"] == 3], on=["i_global", "j_global"])
+    fit = fit_drift(ref[["x_px_x", "y_px_x"]].to_numpy(), ref[["x_px_y", "y_px_y"]].to_numpy(),
+                    height_px=SHAPE[0])
+    assert abs(fit.rotation_deg - ROTATION_DEG) < 0.05
+    drift.loc[3, ["drift_x_px", "drift_y_px", "rotation_deg", "centre_x_px", "centre_y_px"]] = [
+        *fit.shift_px, fit.rotation_deg, *fit.centre_px]
+    tracks, links = track_octahedra(octs, drift, height_px=SHAPE[0])
+    assert links[3].agreement == 1.0 and links[3].n_votes == last.sum()
 
 
 def test_foreign_lattice_is_left_unlinked(series, rng):
