@@ -23,7 +23,7 @@ from pvq_dask.kernels.stats import summarize_octahedra
 from pvq_dask.kernels.track import TRACK_COLUMNS, track_octahedra
 from pvq_dask.parallel.scheduler import get_client
 
-__all__ = ["analyze_series", "register_frame_task", "TIME_COLUMNS"]
+__all__ = ["analyze_series", "register_frame_task", "format_time_table", "TIME_COLUMNS"]
 
 #: Columns of the time table (one row per frame). ``drift_*``: displacement of the frame's
 #: middle scan row relative to the reference frame; ``scan_drift_*``: extra displacement
@@ -234,3 +234,32 @@ def analyze_series(store_path, config=None, *, scheduler="synchronous", referenc
         writer.write_table("tracks", t, by_frame.get(t, empty))
         writer.write_table("series", t, table[table["frame"] == t])
     return table
+
+
+def format_time_table(table):
+    """The time table as printable lines (what ``pvq series`` shows); px and degrees.
+
+    Examples
+    --------
+    >>> row = dict.fromkeys(TIME_COLUMNS, 0.0) | {"frame": 1, "drift_source": "lattice",
+    ...     "drift_x_px": 1.5, "shell_theta3_deg": 8.75, "shell_theta3_sem_deg": 0.08,
+    ...     "core_theta3_deg": float("nan"), "n_tracked": 58, "n_octahedra": 60}
+    >>> print(format_time_table(pd.DataFrame([row])))
+    frame  drift_x  drift_y  scan_x  scan_y  rot_deg    strain  tracked  core_theta3  shell_theta3
+        1    +1.50    +0.00   +0.00   +0.00   +0.000  +0.0e+00    58/60            -    8.75+-0.08
+    """
+    def tilt(mean, sem):
+        return "-" if not np.isfinite(mean) else f"{mean:.2f}+-{sem:.2f}"
+
+    lines = [f"{'frame':>5}  {'drift_x':>7}  {'drift_y':>7}  {'scan_x':>6}  {'scan_y':>6}  "
+             f"{'rot_deg':>7}  {'strain':>8}  {'tracked':>7}  {'core_theta3':>11}  "
+             f"{'shell_theta3':>12}"]
+    for r in table.itertuples(index=False):
+        lines.append(
+            f"{r.frame:>5}  {r.drift_x_px:>+7.2f}  {r.drift_y_px:>+7.2f}  "
+            f"{r.scan_drift_x_px:>+6.2f}  {r.scan_drift_y_px:>+6.2f}  {r.rotation_deg:>+7.3f}  "
+            f"{r.strain:>+8.1e}  {f'{r.n_tracked}/{r.n_octahedra}':>7}  "
+            f"{tilt(r.core_theta3_deg, r.core_theta3_sem_deg):>11}  "
+            f"{tilt(r.shell_theta3_deg, r.shell_theta3_sem_deg):>12}"
+            + ("" if r.drift_source == "lattice" else "  (drift: image registration)"))
+    return "\n".join(lines)
