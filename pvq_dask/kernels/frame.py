@@ -16,6 +16,7 @@ from pvq_dask.kernels.classify import classify_columns
 from pvq_dask.kernels.config import AnalysisConfig
 from pvq_dask.kernels.crlb import NoiseModel
 from pvq_dask.kernels.fit import fit_columns
+from pvq_dask.kernels.lattice import estimate_basis, merge_duplicates
 from pvq_dask.kernels.metrics import cell_metrics, octahedra_metrics
 from pvq_dask.kernels.peaks import find_columns, refine_com
 from pvq_dask.kernels.schema import ATOM_COLUMNS, CELL_COLUMNS, OCTAHEDRA_COLUMNS, SPECIES
@@ -40,6 +41,23 @@ class FrameResult:
     timings_s: dict = field(default_factory=dict)
     peak_mb: dict = field(default_factory=dict)
     basis_px: np.ndarray | None = None
+
+
+def _drop_duplicates(fit):
+    """Merge fits closer than a third of the column spacing (one column found twice)."""
+    xy = np.c_[fit["x_px"], fit["y_px"]]
+    ok = np.isfinite(xy).all(axis=1)
+    if ok.sum() < 8:
+        return fit
+    u, _ = estimate_basis(xy[ok])
+    keep = merge_duplicates(xy, np.nan_to_num(fit["amplitude"], nan=-np.inf),
+                            min_separation_px=np.linalg.norm(u) / 6.0)
+    keep |= ~ok
+    if keep.all():
+        return fit
+    n = len(keep)
+    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == n else v)
+            for k, v in fit.items()}
 
 
 @contextmanager
@@ -119,6 +137,7 @@ def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
         fit = fit_columns(image, xy0, noise=noise, rng=np.random.default_rng(cfg.seed),
                           reject_residual_frac=cfg.reject_residual_frac, tol=cfg.fit_tol)
     with _stage("classify", t, mem):
+        fit = _drop_duplicates(fit)
         xy = np.c_[fit["x_px"], fit["y_px"]]
         sigma = 0.5 * (np.asarray(fit["sigma_x_px"]) + np.asarray(fit["sigma_y_px"]))
         species, conf = classify_columns(xy, fit["amplitude"], sigma,

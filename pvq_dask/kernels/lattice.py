@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["estimate_basis"]
+__all__ = ["estimate_basis", "merge_duplicates"]
 
 
 def estimate_basis(xy, *, a_px=None):
@@ -29,8 +29,8 @@ def estimate_basis(xy, *, a_px=None):
     --------
     >>> g = np.mgrid[0:8, 0:8].reshape(2, -1).T * 10.0
     >>> u, v = estimate_basis(g)
-    >>> np.round(u, 6).tolist(), np.round(v, 6).tolist()
-    [[20.0, 0.0], [-0.0, 20.0]]
+    >>> (np.round(u, 6) + 0.0).tolist(), (np.round(v, 6) + 0.0).tolist()
+    ([20.0, 0.0], [0.0, 20.0])
     """
     xy = np.asarray(xy, dtype=float)
     if len(xy) < 5:
@@ -39,7 +39,10 @@ def estimate_basis(xy, *, a_px=None):
     vec = xy[idx[:, 1:]] - xy[:, None, :]
     d = dist[:, 1:].ravel()
     vec = vec.reshape(-1, 2)
+    # Duplicate detections of one column give tiny distances: drop them before the median.
     med = np.median(d)
+    for _ in range(3):
+        med = np.median(d[d > 0.5 * med]) if np.any(d > 0.5 * med) else med
     keep = np.abs(d - med) < 0.25 * med
     ang = np.arctan2(vec[keep, 1], vec[keep, 0])
     phi = np.angle(np.exp(4j * ang).mean()) / 4.0      # in (-45, 45] degrees
@@ -47,3 +50,29 @@ def estimate_basis(xy, *, a_px=None):
     u = a * np.array([np.cos(phi), np.sin(phi)])
     v = np.array([-u[1], u[0]])
     return u, v
+
+
+def merge_duplicates(xy, strength, *, min_separation_px):
+    """Keep one point (the strongest) of every group closer than ``min_separation_px``.
+
+    Two fits that converged onto one column, or two maxima of one noisy column, are one
+    column. Returns a boolean mask of the points to keep.
+
+    Examples
+    --------
+    >>> merge_duplicates(np.array([[0.0, 0.0], [1.0, 0.0], [20.0, 0.0]]),
+    ...                  np.array([1.0, 2.0, 1.0]), min_separation_px=3.0).tolist()
+    [False, True, True]
+    """
+    xy = np.asarray(xy, float)
+    s = np.asarray(strength, float)
+    keep = np.isfinite(xy).all(axis=1)
+    if keep.sum() < 2:
+        return keep
+    idx = np.flatnonzero(keep)
+    pairs = cKDTree(xy[idx]).query_pairs(min_separation_px, output_type="ndarray")
+    for a, b in pairs[np.argsort(-np.maximum(s[idx[pairs[:, 0]]], s[idx[pairs[:, 1]]]))]:
+        ia, ib = idx[a], idx[b]
+        if keep[ia] and keep[ib]:
+            keep[ib if s[ia] >= s[ib] else ia] = False
+    return keep
