@@ -125,3 +125,19 @@ def test_edge_excluded_octahedra_are_the_untrusted_ones(coreshell):
         assert (bad.surface_distance_uc <= 1).mean() >= 0.8
     fi, _ = match_points(octs[["x_px", "y_px"]].to_numpy(), f.atoms[["x_px", "y_px"]].to_numpy())
     assert len(fi) == len(octs)          # every octahedron sits on a real Pb column
+
+
+ROBUST_OCT_RECALL_MIN = 0.9
+ROBUST_THETA3_MAE_MAX_DEG = 0.5
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(pixel_size_nm=0.012, shape=(900, 900), dot_size_nm=8.0),     # columns 3.3 px wide
+    dict(pixel_size_nm=0.025, shape=(512, 512), dot_size_nm=9.0),     # columns 1.6 px wide
+    dict(lattice_rotation_deg=-40.0, shape=(640, 640), dot_size_nm=8.0),
+], ids=["fine-pixels", "coarse-pixels", "rotated-40"])
+def test_robust_to_sampling_and_orientation(overrides):
+    f, r = _run("coreshell", seed=2, **overrides)
+    s = score_octahedra(r.octahedra, r.atoms, f.octahedra, f.atoms)
+    assert s["recall"] >= ROBUST_OCT_RECALL_MIN
+    assert s["mae_theta3_deg"] <= ROBUST_THETA3_MAE_MAX_DEG
