@@ -30,13 +30,17 @@ SHAPE = (384, 384)
 DOT_NM = 4.0
 
 
-def _truth(frame_ref, frame):
-    """Truth (drift of the particle centre, scan drift) from matched truth Pb positions."""
+def _truth(frame_ref, frame, centre_px=None):
+    """Truth (drift of the particle centre, or of ``centre_px``, and scan drift) from the
+    matched truth Pb positions."""
     pb = (frame_ref.atoms["species"] == "Pb").to_numpy()
     a = frame_ref.atoms[["x_px", "y_px"]].to_numpy()[pb]
     b = frame.atoms[["x_px", "y_px"]].to_numpy()[pb]
     fit = fit_drift(a, b, height_px=frame.image.shape[0])
-    return fit.shift_px, fit.scan_drift_px
+    if centre_px is None:
+        return fit.shift_px, fit.scan_drift_px
+    shift = fit.to_frame(centre_px, height_px=frame.image.shape[0])[0] - centre_px
+    return shift, fit.scan_drift_px
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +69,7 @@ def test_large_drift_beyond_lattice_period():
                            drift_px_per_frame=(-41.0, 29.5), drift_jitter_px=0.0)
     frames = synthesize_series(p, rng=3)
     shift, _ = _truth(frames[0], frames[1])
-    got, _ = estimate_scan_drift(frames[0].image, frames[1].image)
+    got = estimate_scan_drift(frames[0].image, frames[1].image).shift_px
     assert np.abs(got - shift).max() < DRIFT_TOL_PX, (got, shift)
 
 
@@ -86,11 +90,11 @@ def test_intra_frame_drift_from_row_bands():
                                                  **kw), rng=5)
     moving = synthesize_series(SynthParams.preset("series", intra_frame_drift_px=(4.0, -3.0),
                                                   **kw), rng=5)
-    shift, scan = _truth(still[0], moving[1])
+    fit = estimate_scan_drift(still[0].image, moving[1].image)
+    shift, scan = _truth(still[0], moving[1], fit.centre_px)
     np.testing.assert_allclose(scan, [4.0, -3.0], atol=0.05)  # truth model sanity
-    got_shift, got_scan = estimate_scan_drift(still[0].image, moving[1].image)
-    assert np.abs(got_shift - shift).max() < DRIFT_TOL_PX, (got_shift, shift)
-    assert np.abs(got_scan - scan).max() < SCAN_DRIFT_IMAGE_TOL_PX, (got_scan, scan)
+    assert np.abs(fit.shift_px - shift).max() < DRIFT_TOL_PX, (fit.shift_px, shift)
+    assert np.abs(fit.scan_drift_px - scan).max() < SCAN_DRIFT_IMAGE_TOL_PX, (fit, scan)
 
 
 def test_fit_drift_recovers_model(rng):
@@ -102,8 +106,8 @@ def test_fit_drift_recovers_model(rng):
     sim = (1 + strain) * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
     moved = ref.copy()
     for _ in range(5):  # the scan term depends on the moving frame's rows: iterate
-        moved = centre + shift + (ref - centre) @ sim.T + np.outer((moved[:, 1] - 191.5) / 384,
-                                                                   scan)
+        row = (moved[:, 1] - centre[1] - shift[1]) / 384
+        moved = centre + shift + (ref - centre) @ sim.T + np.outer(row, scan)
     noisy = moved + rng.normal(0, 0.1, moved.shape)
     noisy[:3] += 25.0  # mismatched sites are clipped
     fit = fit_drift(ref, noisy, height_px=384)
@@ -112,9 +116,10 @@ def test_fit_drift_recovers_model(rng):
     assert abs(fit.rotation_deg - rot_deg) < ROTATION_TOL_DEG
     assert abs(fit.strain - strain) < STRAIN_TOL
     assert fit.n_used == 77 and fit.residual_px < 0.2
-    back = correct_positions(moved, height_px=384, **{
-        k: v for k, v in vars(fit).items() if k not in ("residual_px", "n_used")})
+    back = correct_positions(moved, fit, height_px=384)
     np.testing.assert_allclose(back, ref, atol=0.1)
+    np.testing.assert_allclose(correct_positions(fit.to_frame(ref, height_px=384), fit,
+                                                 height_px=384), ref, atol=1e-9)
     # without the similarity terms the rotation leaks into the scan drift
     plain = fit_drift(ref, noisy, height_px=384, similarity=False)
     assert abs(plain.scan_drift_px[0] - scan[0]) > 1.0

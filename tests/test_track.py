@@ -139,6 +139,18 @@ def test_foreign_lattice_is_left_unlinked(series, rng):
     assert 2 not in set(tracks["frame"])
 
 
+def test_wrong_sublattice_is_left_unlinked(series, rng):
+    """A frame whose 'octahedra' sit on the Cs sites (Pb/Cs swapped) links to nothing."""
+    octs = _scrambled(series, rng)
+    swapped = (octs["frame"] == 1).to_numpy()
+    ref = octs[octs["frame"] == 0]
+    _, basis = fit_lattice(ref[["i", "j"]].to_numpy(), ref[["x_px", "y_px"]].to_numpy())
+    octs.loc[swapped, ["x_px", "y_px"]] += 0.5 * (basis[0] + basis[1])
+    tracks, links = track_octahedra(octs, _truth_drift(series), height_px=SHAPE[0])
+    assert links[1] is None and 1 not in set(tracks["frame"])
+    assert _correct_fraction(octs[~swapped], tracks) >= MIN_LINKED_CORRECT
+
+
 def test_link_lattice_single_octahedron():
     ref_ij = np.array([[i, j] for i in range(5) for j in range(5)])
     ref_xy = 30.0 + ref_ij @ np.array([[37.0, 1.5], [-1.5, 37.0]])

@@ -1,13 +1,15 @@
 """Drift between and within frames of an in-situ series.
 
-Model (all positions in px, ``x`` = column, ``y`` = row, ``H`` = frame height): a sample point
-seen at ``p`` in the reference frame appears in frame ``t`` at
+Model (positions in px, ``x`` = column, ``y`` = row, ``H`` = frame height; see
+:mod:`pvq_dask.kernels._drift_model`): a sample point seen at ``p`` in the reference frame
+appears in frame ``t`` at
 
-    p_t = p + shift_px + scan_drift_px * (y_t - (H - 1) / 2) / H
+    p_t = c + s + S (p - c) + v (y_t - c_y - s_y) / H
 
-``shift_px`` is the drift between frames (the displacement at the middle scan row) and
-``scan_drift_px`` the extra displacement accumulated over one frame's scan (first to last
-row) relative to the reference frame: linear intra-frame drift.
+``s`` (``shift_px``) is the drift of the particle centre ``c`` between frames, ``v``
+(``scan_drift_px``) the extra displacement accumulated over one frame's scan (first to last
+row) relative to the reference frame, i.e. linear intra-frame drift, and ``S`` the
+particle's own rotation and isotropic strain (from matched sites only).
 
 Between frames: a coarse shift from the cross-correlation of the two frames' lattice-energy
 envelopes (the particle's outline, free of the lattice's period ambiguity), then the
@@ -236,10 +238,10 @@ def estimate_scan_drift(reference, image, *, n_bands=3, shift_px=None, sigma_px=
 
     Returns
     -------
-    shift_px : ndarray (2,)
-        Displacement (dx, dy) at the middle scan row.
-    scan_drift_px : ndarray (2,)
-        Extra displacement from the first to the last scan row, relative to ``reference``.
+    DriftFit
+        ``shift_px``: displacement (dx, dy) of the particle's (signal-weighted) centre
+        ``centre_px``; ``scan_drift_px``: extra displacement from the first to the last scan
+        row relative to ``reference``; strain and rotation 0.
     """
     ref = _as_frame(reference, "reference")
     img = _as_frame(image, "image")
@@ -257,17 +259,16 @@ def estimate_scan_drift(reference, image, *, n_bands=3, shift_px=None, sigma_px=
         energy = band ** 2 * profile
         rows.append(np.sum(np.arange(len(band)) * energy) / np.sum(energy))
         shifts.append(pair.shift(pair.weight * band[:, None], upsample_factor))
-    h = ref.shape[0]
     rows = pair.origin[1] + np.asarray(rows)
     shifts = np.asarray(shifts)
-    y_moving = rows + shifts[:, 1]
-    design = np.c_[np.ones(len(rows)), y_moving / h]
+    design = np.c_[np.ones(len(rows)), (rows + shifts[:, 1]) / ref.shape[0]]
     coef, *_ = np.linalg.lstsq(design, shifts, rcond=None)
-    scan = coef[1]
-    # The whole particle's shift holds at its signal-weighted row; move it to the middle row.
-    centroid = pair.origin[1] + np.sum(np.arange(len(profile)) * profile) / profile.sum()
-    mid = whole - scan * (centroid + whole[1] - (h - 1) / 2.0) / h
-    return mid, scan
+    # The whole particle's shift holds at the centroid of the same correlation energy.
+    energy = (pair.weight * pair.ref) ** 2
+    total = energy.sum() + 1e-300
+    centre = pair.origin + np.array([np.sum(energy.sum(axis=0) * np.arange(energy.shape[1])),
+                                     np.sum(profile * np.arange(len(profile)))]) / total
+    return DriftFit(shift_px=whole, scan_drift_px=coef[1], centre_px=centre)
 
 
 def register_stack(frames, *, reference=0, scan_drift=True, n_bands=3, sigma_px=2.0,
@@ -291,20 +292,21 @@ def register_stack(frames, *, reference=0, scan_drift=True, n_bands=3, sigma_px=
     if not 0 <= int(reference) < n:
         raise ValueError(f"reference frame {reference} out of range 0..{n - 1}")
     ref = _as_frame(frames[reference], f"frame {reference}")
-    centre = ((ref.shape[1] - 1) / 2.0, (ref.shape[0] - 1) / 2.0)
     rows = []
     for t in range(n):
         if t == int(reference):
-            rows.append((t, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0) + centre)
-            continue
-        img = _as_frame(frames[t], f"frame {t}")
-        if scan_drift:
-            s, v = estimate_scan_drift(ref, img, n_bands=n_bands, sigma_px=sigma_px,
-                                       upsample_factor=upsample_factor)
+            fit = DriftFit(shift_px=np.zeros(2),
+                           centre_px=(np.array(ref.shape[::-1], dtype=float) - 1) / 2)
         else:
-            s = estimate_shift(ref, img, sigma_px=sigma_px, upsample_factor=upsample_factor)
-            v = np.zeros(2)
-        rows.append((t, float(s[0]), float(s[1]), float(v[0]), float(v[1]), 0.0, 0.0) + centre)
+            img = _as_frame(frames[t], f"frame {t}")
+            if scan_drift:
+                fit = estimate_scan_drift(ref, img, n_bands=n_bands, sigma_px=sigma_px,
+                                          upsample_factor=upsample_factor)
+            else:
+                fit = DriftFit(shift_px=estimate_shift(ref, img, sigma_px=sigma_px,
+                                                       upsample_factor=upsample_factor),
+                               centre_px=(np.array(ref.shape[::-1], dtype=float) - 1) / 2)
+        rows.append({"frame": t, **fit.as_row()})
     df = pd.DataFrame(rows, columns=list(DRIFT_COLUMNS))
     df["frame"] = df["frame"].astype(np.int64)
     return df

@@ -142,9 +142,13 @@ def link_lattice(ij, xy, ref_ij, ref_xy, *, match_radius=0.3):
     mapped = ij @ matrix.T
     if hit.any():
         votes = ref_ij[idx[hit]] - mapped[hit]
-    else:
+    else:  # no overlap: the reference lattice, extrapolated, must pass through the sites
         frac = (xy - ref_origin) @ np.linalg.inv(ref_basis)
-        votes = np.rint(frac).astype(np.int64) - mapped
+        near = np.abs(frac - np.rint(frac)).max(axis=1) < match_radius
+        if near.mean() < 0.5:
+            raise ValueError(f"only {near.mean():.0%} of the frame's sites lie on the "
+                             "reference lattice (a shifted sublattice, e.g. Pb/Cs swapped?)")
+        votes = np.rint(frac[near]).astype(np.int64) - mapped[near]
     keys, counts = np.unique(votes, axis=0, return_counts=True)
     best = int(np.argmax(counts))
     return LatticeLink(matrix=matrix, offset=keys[best].astype(np.int64),
@@ -158,17 +162,7 @@ def _corrected(xy, drift, t, height_px):
     row = drift.loc[drift["frame"] == t]
     if len(row) != 1:
         raise ValueError(f"drift table needs exactly one row for frame {t}, has {len(row)}")
-    row = row.iloc[0]
-
-    def get(name):
-        v = row.get(name, 0.0)
-        return 0.0 if v is None or not np.isfinite(v) else float(v)
-
-    return correct_positions(
-        xy, shift_px=(row["drift_x_px"], row["drift_y_px"]), height_px=height_px,
-        scan_drift_px=(get("scan_drift_x_px"), get("scan_drift_y_px")),
-        strain=get("strain"), rotation_deg=get("rotation_deg"),
-        centre_px=(get("centre_x_px"), get("centre_y_px")))
+    return correct_positions(xy, row.iloc[0], height_px=height_px)
 
 
 def track_octahedra(octahedra, drift=None, *, height_px, reference_frame=0, match_radius=0.3):

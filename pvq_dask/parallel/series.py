@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pvq_dask.kernels.config import AnalysisConfig
-from pvq_dask.kernels.register import DRIFT_COLUMNS, estimate_scan_drift, fit_drift
+from pvq_dask.kernels.register import DRIFT_COLUMNS, DriftFit, estimate_scan_drift, fit_drift
 from pvq_dask.kernels.stats import summarize_octahedra
 from pvq_dask.kernels.track import TRACK_COLUMNS, track_octahedra
 from pvq_dask.parallel.scheduler import get_client
@@ -30,7 +30,8 @@ __all__ = ["analyze_series", "register_frame_task", "format_time_table", "TIME_C
 #: over one frame's scan relative to the reference; ``drift_source``: ``lattice`` (fit to
 #: tracked Pb) or ``image`` (registration only); ``strain``, ``rotation_deg``: the
 #: particle's own isotropic strain and rotation relative to the reference (lattice fit only,
-#: else 0); ``image_drift_*``: the registration.
+#: else 0); ``image_drift_*``: the registration; ``*_theta3_*``, ``n_core``, ``n_shell``:
+#: statistics of the octahedra tracked in that frame (none when it did not link).
 TIME_COLUMNS = (
     "frame", "drift_x_px", "drift_y_px", "scan_drift_x_px", "scan_drift_y_px", "strain",
     "rotation_deg", "drift_source",
@@ -47,21 +48,16 @@ def register_frame_task(path, group, reference, t, n_bands=3):
 
     store = ResultStore.open(path, mode="r")
     h, w = store.shape
-    row = {"frame": int(t), "drift_x_px": 0.0, "drift_y_px": 0.0, "scan_drift_x_px": 0.0,
-           "scan_drift_y_px": 0.0, "strain": 0.0, "rotation_deg": 0.0,
-           "centre_x_px": (w - 1) / 2.0, "centre_y_px": (h - 1) / 2.0}
     if t == reference:
-        return row
+        fit = DriftFit(shift_px=np.zeros(2), centre_px=np.array([(w - 1) / 2.0, (h - 1) / 2.0]))
+        return {"frame": int(t), **fit.as_row()}
     ref = store.read_frame(group, reference)
     img = store.read_frame(group, t)
     for k, a in ((reference, ref), (t, img)):
         if not np.isfinite(a).all():
             raise ValueError(f"{path}: frame {k} of '{group}' has missing pixels; ingest or "
                              "denoise it before registering")
-    shift, scan = estimate_scan_drift(ref, img, n_bands=n_bands)
-    row.update(drift_x_px=float(shift[0]), drift_y_px=float(shift[1]),
-               scan_drift_x_px=float(scan[0]), scan_drift_y_px=float(scan[1]))
-    return row
+    return {"frame": int(t), **estimate_scan_drift(ref, img, n_bands=n_bands).as_row()}
 
 
 def _check_frames(store, frames, reference_frame):
@@ -70,10 +66,25 @@ def _check_frames(store, frames, reference_frame):
     bad = [t for t in frames if not 0 <= t < n]
     if bad:
         raise ValueError(f"{store.path}: frames {bad} out of range (store has {n} frames)")
-    if reference_frame not in frames:
+    if reference_frame is not None and reference_frame not in frames:
         raise ValueError(f"{store.path}: reference frame {reference_frame} is not among the "
                          f"frames analysed ({frames[0]}..{frames[-1]})")
     return frames
+
+
+def _pick_reference(store, frames, reference_frame):
+    """The given reference, or the first frame with at least half the most octahedra."""
+    rows = store.table_rows("octahedra")
+    counts = np.array([rows.get(t, 0) for t in frames])
+    if reference_frame is None:
+        if counts.max(initial=0) >= 3:
+            reference_frame = frames[int(np.argmax(counts >= 0.5 * counts.max()))]
+        else:
+            reference_frame = frames[0]
+    if rows.get(reference_frame, 0) < 3:
+        raise ValueError(f"{store.path}: reference frame {reference_frame} has no octahedral "
+                         "network to track against; choose another reference_frame")
+    return int(reference_frame)
 
 
 def _register(path, group, reference, frames, scheduler):
@@ -139,6 +150,7 @@ def _theta3_stats(o, shell_width_uc):
 
 def _time_table(frames, drift, image_drift, octs, tracks, links, shell_width_uc):
     by_frame = dict(tuple(octs.groupby("frame")))
+    tracked_ids = {t: set(g["oct_id"]) for t, g in tracks.groupby("frame")}
     n_tracked = tracks.groupby("frame").size()
     rows = []
     for t in frames:
@@ -146,6 +158,8 @@ def _time_table(frames, drift, image_drift, octs, tracks, links, shell_width_uc)
         im = image_drift[image_drift["frame"] == t].iloc[0]
         o = by_frame.get(t, octs.iloc[:0])
         link = links.get(t)
+        # statistics over the tracked octahedra only: a network that does not link to the
+        # reference lattice (wrong sublattice, failed search) is not this particle's
         row = {"frame": t, "drift_x_px": d["drift_x_px"], "drift_y_px": d["drift_y_px"],
                "scan_drift_x_px": d["scan_drift_x_px"], "scan_drift_y_px": d["scan_drift_y_px"],
                "strain": d["strain"], "rotation_deg": d["rotation_deg"],
@@ -153,7 +167,7 @@ def _time_table(frames, drift, image_drift, octs, tracks, links, shell_width_uc)
                "image_drift_y_px": im["drift_y_px"], "n_octahedra": len(o),
                "n_tracked": int(n_tracked.get(t, 0)), "n_matched": int(d["n_matched"]),
                "link_agreement": np.nan if link is None else link.agreement}
-        row.update(_theta3_stats(o, shell_width_uc))
+        row.update(_theta3_stats(o[o["oct_id"].isin(tracked_ids.get(t, ()))], shell_width_uc))
         rows.append(row)
     table = pd.DataFrame(rows, columns=list(TIME_COLUMNS))
     for c in ("frame", "n_octahedra", "n_tracked", "n_matched", "n_core", "n_shell"):
@@ -161,7 +175,7 @@ def _time_table(frames, drift, image_drift, octs, tracks, links, shell_width_uc)
     return table
 
 
-def analyze_series(store_path, config=None, *, scheduler="synchronous", reference_frame=0,
+def analyze_series(store_path, config=None, *, scheduler="synchronous", reference_frame=None,
                    frames=None, analyze=True, image_group=None, min_lattice_matches=8,
                    progress=None):
     """Drift, tracked octahedra and time-resolved core/shell tilt of an in-situ series.
@@ -174,8 +188,10 @@ def analyze_series(store_path, config=None, *, scheduler="synchronous", referenc
         Used to analyse frames whose network is not done yet, and for the shell width.
     scheduler : str or distributed.Client
         As in :func:`~pvq_dask.parallel.pipeline.analyze_store`.
-    reference_frame : int
-        Frame whose position and lattice numbering are the series' reference.
+    reference_frame : int, optional
+        Frame whose position and lattice numbering are the series' reference (its drift is
+        0). Default: the first frame with at least half as many octahedra as the best
+        frame (a frame whose network failed makes a poor reference).
     frames : list of int, optional
         Frames to include (default all).
     analyze : bool
@@ -203,28 +219,25 @@ def analyze_series(store_path, config=None, *, scheduler="synchronous", referenc
         raise ValueError("a series needs the 'network' stage (octahedra) in config.stages")
     path = str(store_path)
     store = ResultStore.open(path, mode="r")
-    frames = _check_frames(store, frames, int(reference_frame))
+    frames = _check_frames(store, frames, reference_frame)
     if analyze:
         done = store.done("network")
         todo = [t for t in frames if not done[t]]
         if todo:
             analyze_store(path, cfg, scheduler=scheduler, frames=todo, progress=progress)
+    reference = _pick_reference(store, frames, reference_frame)
     group = image_group or _GROUP_OF_DENOISER[cfg.denoise]
     if not store.has_frames(group):
         group = "raw"
-    image_drift = _register(path, group, int(reference_frame), frames, scheduler)
+    image_drift = _register(path, group, reference, frames, scheduler)
 
     octs = store.read_table("octahedra", frames)
     height = store.shape[0]
-    if len(octs) == 0 or (octs["frame"] == reference_frame).sum() < 3:
-        raise ValueError(f"{path}: reference frame {reference_frame} has no octahedral "
-                         "network to track against; choose another reference_frame")
     tracks, links = track_octahedra(octs, image_drift, height_px=height,
-                                    reference_frame=int(reference_frame))
-    drift = _lattice_drift(octs, tracks, image_drift, int(reference_frame), height,
+                                    reference_frame=reference)
+    drift = _lattice_drift(octs, tracks, image_drift, reference, height,
                            int(min_lattice_matches))
-    tracks, links = track_octahedra(octs, drift, height_px=height,
-                                    reference_frame=int(reference_frame))
+    tracks, links = track_octahedra(octs, drift, height_px=height, reference_frame=reference)
     table = _time_table(frames, drift, image_drift, octs, tracks, links, cfg.shell_width_uc)
 
     writer = ResultStore.open(path, mode="r+")
