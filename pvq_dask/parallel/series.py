@@ -40,6 +40,9 @@ TIME_COLUMNS = (
     "shell_theta3_deg", "shell_theta3_sem_deg", "n_shell",
 )
 _GROUP_OF_DENOISER = {"none": "raw", "absf": "absf", "s2sred": "denoised"}
+#: Automatic reference: the first frame with this share of the best frame's octahedra (a
+#: network built on the wrong sublattice typically has half).
+_REFERENCE_SHARE = 0.8
 
 
 def register_frame_task(path, group, reference, t, n_bands=3):
@@ -73,18 +76,25 @@ def _check_frames(store, frames, reference_frame):
 
 
 def _pick_reference(store, frames, reference_frame):
-    """The given reference, or the first frame with at least half the most octahedra."""
+    """The given reference; else the first frame with at least ``_REFERENCE_SHARE`` of the
+    most octahedra."""
     rows = store.table_rows("octahedra")
     counts = np.array([rows.get(t, 0) for t in frames])
     if reference_frame is None:
-        if counts.max(initial=0) >= 3:
-            reference_frame = frames[int(np.argmax(counts >= 0.5 * counts.max()))]
-        else:
-            reference_frame = frames[0]
+        reference_frame = frames[int(np.argmax(counts >= _REFERENCE_SHARE * counts.max(initial=0)))]
     if rows.get(reference_frame, 0) < 3:
         raise ValueError(f"{store.path}: reference frame {reference_frame} has no octahedral "
                          "network to track against; choose another reference_frame")
     return int(reference_frame)
+
+
+def _track(octs, image_drift, height, reference, min_matches):
+    """Links with the image drift, drift refined from the links, links again."""
+    tracks, links = track_octahedra(octs, image_drift, height_px=height,
+                                    reference_frame=reference)
+    drift = _lattice_drift(octs, tracks, image_drift, reference, height, min_matches)
+    tracks, links = track_octahedra(octs, drift, height_px=height, reference_frame=reference)
+    return drift, tracks, links
 
 
 def _register(path, group, reference, frames, scheduler):
@@ -190,8 +200,9 @@ def analyze_series(store_path, config=None, *, scheduler="synchronous", referenc
         As in :func:`~pvq_dask.parallel.pipeline.analyze_store`.
     reference_frame : int, optional
         Frame whose position and lattice numbering are the series' reference (its drift is
-        0). Default: the first frame with at least half as many octahedra as the best
-        frame (a frame whose network failed makes a poor reference).
+        0). Default: the first frame with at least 80 % as many octahedra as the best
+        frame (a frame whose network failed makes a poor reference); if most frames then
+        fail to link to it, the largest network among those.
     frames : list of int, optional
         Frames to include (default all).
     analyze : bool
@@ -225,19 +236,24 @@ def analyze_series(store_path, config=None, *, scheduler="synchronous", referenc
         todo = [t for t in frames if not done[t]]
         if todo:
             analyze_store(path, cfg, scheduler=scheduler, frames=todo, progress=progress)
-    reference = _pick_reference(store, frames, reference_frame)
     group = image_group or _GROUP_OF_DENOISER[cfg.denoise]
     if not store.has_frames(group):
         group = "raw"
-    image_drift = _register(path, group, reference, frames, scheduler)
-
     octs = store.read_table("octahedra", frames)
     height = store.shape[0]
-    tracks, links = track_octahedra(octs, image_drift, height_px=height,
-                                    reference_frame=reference)
-    drift = _lattice_drift(octs, tracks, image_drift, reference, height,
-                           int(min_lattice_matches))
-    tracks, links = track_octahedra(octs, drift, height_px=height, reference_frame=reference)
+    reference = _pick_reference(store, frames, reference_frame)
+    image_drift = _register(path, group, reference, frames, scheduler)
+    drift, tracks, links = _track(octs, image_drift, height, reference,
+                                  int(min_lattice_matches))
+    unlinked = [t for t, v in links.items() if v is None]
+    if reference_frame is None and len(unlinked) > 0.5 * len(links):
+        # most networks disagree with the chosen reference: it was the odd one out, so take
+        # the largest network among the majority
+        rows = store.table_rows("octahedra")
+        reference = max(unlinked, key=lambda t: rows.get(t, 0))
+        image_drift = _register(path, group, reference, frames, scheduler)
+        drift, tracks, links = _track(octs, image_drift, height, reference,
+                                      int(min_lattice_matches))
     table = _time_table(frames, drift, image_drift, octs, tracks, links, cfg.shell_width_uc)
 
     writer = ResultStore.open(path, mode="r+")
