@@ -122,6 +122,18 @@ def test_series_from_analysed_tables(tmp_path, frames):
     pd.testing.assert_frame_equal(stored[list(TIME_COLUMNS)], table, check_dtype=False)
 
 
+def test_same_table_on_a_distributed_client(tmp_path, frames):
+    """Registration tasks on a distributed Client give exactly the synchronous result."""
+    from distributed import Client
+
+    _analysed(_store(tmp_path, frames), frames, np.random.default_rng(1))
+    sync = analyze_series(tmp_path / "s.pvq")
+    with Client(processes=False, n_workers=1, threads_per_worker=1,
+                dashboard_address=None) as client:
+        dist = analyze_series(tmp_path / "s.pvq", scheduler=client)
+    pd.testing.assert_frame_equal(sync, dist)
+
+
 def _on_cs_sites(octs):
     """The same octahedra moved half a cell diagonal: a network built on the Cs sites."""
     out = octs.copy()
