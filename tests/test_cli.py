@@ -14,6 +14,7 @@ from pvq_dask.store import ResultStore, file_sha256, open_result, read_image, wr
 PS_NM = 0.0168
 #: Small frames keep these tests fast (the generator's dot shrinks to fit).
 SIZE_PX = 192
+DEMO_SIZE_PX = 320       # smallest frame whose default dot still has a core and a shell
 
 
 def _run(capsys, *argv):
@@ -167,13 +168,15 @@ def test_info_reports_stages_tables_maps(tmp_path, capsys):
 
 
 def test_demo_then_info(tmp_path, capsys):
-    code, out, _ = _run(capsys, "demo", "-o", tmp_path / "demo", "--size", SIZE_PX)
+    code, out, _ = _run(capsys, "demo", "-o", tmp_path / "demo", "--size", DEMO_SIZE_PX)
     assert code == 0 and "ingest 1/1" in out
     result = tmp_path / "demo" / "demo.pvq"
     assert (tmp_path / "demo" / "synth" / "atoms.csv").is_file()
     code, info, _ = _run(capsys, "info", result)
-    assert code == 0 and f"1 of {SIZE_PX} x {SIZE_PX} px" in info and "image.tif" in info
-    assert _run(capsys, "demo", "-o", tmp_path / "demo", "--size", SIZE_PX)[0] == 0  # re-run
+    assert code == 0 and f"1 of {DEMO_SIZE_PX} x {DEMO_SIZE_PX} px" in info and "image.tif" in info
+    assert "atoms 1/1" in info and "network 1/1" in info and "maps 1/1" in info
+    assert "octahedra" in out and (tmp_path / "demo" / "report.html").is_file()
+    assert _run(capsys, "demo", "-o", tmp_path / "demo", "--size", DEMO_SIZE_PX)[0] == 0  # re-run
 
 
 @pytest.mark.parametrize("command", ["synth", "ingest", "info", "demo"])

@@ -27,6 +27,8 @@ def run_demo(out_dir="pvq_demo", *, size=1024, seed=0, denoise="absf", scheduler
                  progress=progress_factory("ingest"))
     cfg = AnalysisConfig(denoise=denoise, seed=seed)
     _, summaries = run_analyze([result], config=cfg, scheduler=scheduler)
+    if not any(s["n_octahedra"] for s in summaries):
+        return result, summaries, None       # nothing to report; the summary says why
     report = run_report(result, out / "report.html")
     return result, summaries, report
 
@@ -40,7 +42,7 @@ def _run(args):
     print(f"synthetic data and truth tables: {Path(args.output) / 'synth'}")
     print(summary_line(summaries))
     print(format_info(result))
-    print(f"report: {report}")
+    print(f"report: {report}" if report else "report: none (no octahedra found)")
     return 0
 
 
