@@ -15,7 +15,7 @@ __all__ = ["main", "build_parser"]
 
 # To add a command: write pvq_dask/cli/_<name>.py with add_parser(subparsers) and add
 # "<name>" here. Order is the order of `pvq --help`.
-_COMMANDS = ("demo", "synth", "ingest", "analyze", "info", "report", "bench")
+_COMMANDS = ("demo", "synth", "ingest", "analyze", "series", "info", "report", "bench")
 
 #: Errors reported as one line (``pvq <cmd>: error: ...``, exit status 2) unless --debug.
 _USER_ERRORS = (ValueError, OSError)
