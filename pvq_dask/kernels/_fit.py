@@ -132,15 +132,15 @@ def _eval(p, px, py, cx, cy, data, others, fixed_var, npix, gain, read_var, weig
 def _residual_frac(excess_sum, var_sum, count, amplitude):
     """RMS residual beyond the noise, as a fraction of the peak amplitude.
 
-    Only the excess beyond twice the sampling error of a noise-only residual counts (the
-    mean of ``count`` squared Gaussian residuals has relative std sqrt(2 / count)): the
+    Only the excess beyond three times the sampling error of a noise-only residual counts
+    (the mean of ``count`` squared Gaussian residuals has relative std sqrt(2 / count)): the
     paper's 8 % rule was set on denoised frames, and on raw low-dose frames a weak column's
     plain residual is noise far above 8 % of its peak.
     """
     if count == 0:
         return np.nan
     mean_var = var_sum / count
-    excess = excess_sum / count - 2.0 * np.sqrt(2.0 / count) * mean_var
+    excess = excess_sum / count - 3.0 * np.sqrt(2.0 / count) * mean_var
     return np.sqrt(max(excess, 0.0)) / max(abs(amplitude), 1e-12)
 
 

@@ -24,6 +24,7 @@ __all__ = ["NoiseModel", "estimate_noise_model", "TextureSpectrum", "estimate_te
 _IMMERKAER = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]) / 6.0
 _MAD_TO_STD = 1.4826
 _NOISE_SAMPLE = 200_000
+_WHITE_FLOOR = 1e-4           # minimum white level, relative to the residual's variance
 _SPECTRUM_MAX_PX = 1024       # the texture is stationary: a central crop this size suffices
 
 
@@ -241,6 +242,9 @@ def estimate_texture_spectrum(residual, *, white_power=None, mask=None):
     prof = np.array([np.median(g) if len(g) else 0.0 for g in groups[:nbin]]) / np.log(2)
     if white_power is None:
         white_power = float(np.median(power[kr > 0.75 * np.pi]) / np.log(2))
+    # Noise-free input: a white floor far below the signal keeps the Wiener filter from
+    # passing everything (the texture's own high-frequency tail is then treated as noise).
+    white_power = max(white_power, _WHITE_FLOOR * float(np.mean(r[ok] ** 2)))
     texture = np.clip(prof - white_power, 0.0, None)
     return TextureSpectrum(dk=float(dk), texture_power=texture, white_power=float(white_power))
 

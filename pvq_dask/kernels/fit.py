@@ -26,6 +26,8 @@ Two stages, both over all columns at once:
    the texture's contribution and ``(fitted - true) / pos_err`` has unit spread.
 """
 
+import warnings
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -52,6 +54,8 @@ _WINDOW_N_SIGMA = 3.0
 _SIGMA_FROM_SPACING = 0.13    # first guess of the column width from the nearest-neighbour gap
 _MAX_SIGMA_RATIO = 2.0        # widths beyond this factor of the frame median are not columns
 _MIN_PIXEL_FRAC = 0.5         # windows cut by the frame edge keep at least this pixel fraction
+_CORE_DEPTH = 0.3             # column-core mask of the first texture estimate (g > 0.3)
+_NOISE_FLOOR = 1e-6           # noise variance below this fraction of the image's: noise-free
 _GLS_MAX_STEP_PX = 0.5        # trust region of one Gauss-Newton position step
 _GLS_TOL_PX = 1e-4            # stop when no position moves more than this
 _GLS_SPECTRUM_AT = (0, 1, 3)  # iterations that re-estimate the texture spectrum
@@ -170,7 +174,7 @@ def _window_rounds(fr, xy0, sigma0, n_rounds, texture=False):
             rendered = np.where(active[:, None], params, 0.0)
             model = render_model(fr.image.shape, rendered, active, _RENDER_N_SIGMA)
             if texture:
-                model = model + _texture_estimate(fr.image, model, sigma0)
+                model = model + _texture_estimate(fr.image, model, sigma0, params[:, :2])
                 params[active, 4:6] = np.nan  # restart amplitude/background on new data
             near = active & np.all(np.abs(params[:, :2] - centre) < 0.5 * fr.radius, axis=1)
             centre[near] = np.rint(params[near, :2]).astype(np.int64)
@@ -219,8 +223,12 @@ def _first_sigma(image, xy0, sigma_px, fr_args):
     return float(np.clip(_median_width(params, res["status"] == 0, guess), 0.5, 20.0))
 
 
-def _gls_refine(fr, params, active, n_iter):
-    """Gauss-Newton on the texture-aware GLS objective (see the module docstring)."""
+def _gls_refine(fr, params, active, n_iter, frozen=None):
+    """Gauss-Newton on the texture-aware GLS objective (see the module docstring).
+
+    ``frozen`` columns are part of the model (so their signal is not taken for texture)
+    but are not refined."""
+    frozen = np.zeros(len(params), bool) if frozen is None else frozen & ~active
     image = fr.image
     finite = np.isfinite(image)
     filled = np.where(finite, image, np.nanmean(image) if finite.any() else 0.0)
@@ -231,7 +239,7 @@ def _gls_refine(fr, params, active, n_iter):
     spectrum, back, templates, n_done = None, None, None, 0
     all_finite = bool(finite.all())
     for it in range(n_iter + 1):
-        cols = render_model(image.shape, _full(p), active, _RENDER_N_SIGMA)
+        cols = render_model(image.shape, _full(p), active | frozen, _RENDER_N_SIGMA)
         resid = filled - cols
         level = resid.mean() if all_finite else resid[finite].mean()
         resid -= level
@@ -242,8 +250,11 @@ def _gls_refine(fr, params, active, n_iter):
             if back is None:
                 back = level
             var = fr.pixel_variance(cols + back)
-            vinv = np.where(finite, 1.0 / np.maximum(var, 1e-12), 0.0)
             spectrum = estimate_texture_spectrum(resid, mask=finite)
+            # One white level for filter, weights and templates: the noise model's shape,
+            # the residual's own high-frequency level.
+            var = var * (spectrum.white_power / max(float(np.mean(var[finite])), 1e-300))
+            vinv = np.where(finite, 1.0 / np.maximum(var, 1e-300), 0.0)
         texture = spectrum.wiener(resid)
         back = level + texture
         if it == n_iter:
@@ -274,13 +285,23 @@ def _gls_refine(fr, params, active, n_iter):
     return p, hinv, active, back, frac, n_done, spectrum
 
 
-def _texture_estimate(image, cols, sigma):
-    """Background (level + Wiener texture) under the given column model."""
+def _texture_estimate(image, cols, sigma, xy):
+    """Background (level + Wiener texture) under the given column model, interpolated into
+    the column cores from around them (normalised convolution): a misplaced column's
+    misfit sits in its core and must not be taken for background."""
     finite = np.isfinite(image)
     filled = np.where(finite, image, np.nanmean(image))
     resid = _minus_mean(filled - cols, finite)
     spectrum = estimate_texture_spectrum(resid, mask=finite)
-    return filled - cols - resid + spectrum.wiener(resid)
+    core = np.zeros((len(xy), N_PARAM))
+    core[:, :2] = xy
+    core[:, 2:4] = sigma
+    core[:, 4] = 1.0
+    weight = np.where(finite, 1.0 - np.clip(
+        render_model(image.shape, core, np.ones(len(xy), np.bool_), 3.0) / _CORE_DEPTH, 0, 1),
+        0.0)
+    smooth = spectrum.wiener(resid * weight) / np.maximum(spectrum.wiener(weight), 0.05)
+    return filled - cols - resid + smooth
 
 
 def _minus_mean(resid, finite):
@@ -381,16 +402,21 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
     if n_rounds < (0 if background == "texture" else 1):
         raise ValueError(f"n_rounds must be >= 1 (>= 0 with texture), got {n_rounds}")
     n = len(xy0)
-    if n == 0 or not np.isfinite(image).any():
-        return _empty_result(n)
+    finite_vals = image[np.isfinite(image)]
+    if n == 0 or finite_vals.size == 0 or np.ptp(finite_vals) == 0:
+        out = _empty_result(n)  # nothing to fit (no pixels, or a constant image)
+        out["x_px"], out["y_px"] = xy0[:, 0].copy(), xy0[:, 1].copy()
+        return out
     rng = np.random.default_rng(rng)
     if noise is None:
         try:
             noise = estimate_noise_model(image)
         except ValueError:
             noise = NoiseModel(gain=0.0, read_var=1.0)
-    if noise.read_var <= 0 and noise.gain <= 0:
-        noise = NoiseModel(gain=0.0, read_var=1.0)  # noise-free input: plain least squares
+    floor = _NOISE_FLOOR * float(np.var(finite_vals)) if finite_vals.size else 0.0
+    if noise.gain * max(float(np.mean(finite_vals)), 0.0) + noise.read_var <= floor:
+        # Noise-free input: plain least squares with a tiny uniform variance.
+        noise = NoiseModel(gain=0.0, read_var=max(floor, 1e-300))
     fr_args = (noise, var_img, weighted, tol, max_iter)
     sigma0 = _first_sigma(image, xy0, sigma_px, fr_args)
     radius = float(window_px) if window_px is not None else _WINDOW_N_SIGMA * sigma0
@@ -405,7 +431,12 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
     usable = _sane(params, res, sigma_ref)
     out = _pack_windows(params, res, xy0)
     if background == "texture" and usable.sum() >= 1 and min(image.shape) >= 16:
-        p, hinv, active, back, frac, _, _ = _gls_refine(fr, params, usable, n_gls_iter)
+        frozen = ~usable
+        params[frozen, :2] = xy0[frozen]
+        params[frozen, 2:4] = sigma_ref
+        params[frozen, 4] = _rough_amplitude(image, xy0[frozen], sigma_ref)
+        p, hinv, active, back, frac, _, _ = _gls_refine(fr, params, usable, n_gls_iter,
+                                                        frozen)
         for key, col in (("x_px", 0), ("y_px", 1), ("sigma_x_px", 2), ("sigma_y_px", 3),
                          ("amplitude", 4)):
             out[key][active] = p[active, col]
@@ -422,6 +453,26 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
         out["fit_ok"] = (usable & np.isfinite(out["pos_err_px"]) & (moved < 0.6 * radius)
                          & (out["residual_frac"] <= reject_residual_frac))
     return out
+
+
+def _rough_amplitude(image, xy, sigma):
+    """Peak over the local background from finite pixels only (for columns that cannot be
+    fitted but whose signal must stay in the model)."""
+    if len(xy) == 0:
+        return np.zeros(0)
+    r_in, r_out = 1.0, 3.5 * sigma
+    d = np.arange(-int(np.ceil(r_out)), int(np.ceil(r_out)) + 1)
+    oy, ox = [a.ravel() for a in np.meshgrid(d, d, indexing="ij")]
+    dist = np.hypot(ox, oy)
+    h, w = image.shape
+    px = np.clip(np.rint(xy[:, :1]).astype(np.int64) + ox, 0, w - 1)
+    py = np.clip(np.rint(xy[:, 1:]).astype(np.int64) + oy, 0, h - 1)
+    vals = image[py, px]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        peak = np.nanmean(np.where(dist <= r_in, vals, np.nan), axis=1)
+        ring = np.nanmedian(np.where(dist >= r_out - 1.0, vals, np.nan), axis=1)
+    return np.nan_to_num(np.clip(peak - ring, 0.0, None))
 
 
 def _pack_windows(params, res, xy0):

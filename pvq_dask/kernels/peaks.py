@@ -154,8 +154,13 @@ def estimate_column_sigma(image, *, noise=None):
     best = np.argsort(-dog[ys, xs])[:200]
     xy = np.c_[xs[best], ys[best]].astype(float)
     r = fit_columns(filled, xy, background="constant", max_reinit=0, noise=noise)
-    width = np.sqrt(np.abs(r["sigma_x_px"] * r["sigma_y_px"]))[r["fit_ok"]]
-    return float(np.clip(np.median(width), 0.5, 20.0)) if len(width) else 2.0
+    ok = r["fit_ok"]
+    width = np.sqrt(np.abs(r["sigma_x_px"] * r["sigma_y_px"]))[ok]
+    if not len(width):
+        return 2.0
+    # The brightest quarter: atom columns, not the (wider, fainter) grains of the carbon.
+    top = np.argsort(-r["amplitude"][ok])[:max(10, len(width) // 4)]
+    return float(np.clip(np.median(width[top]), 0.5, 20.0))
 
 
 def _local_maxima(snr, finite, min_distance_px, floor, border):
@@ -416,7 +421,7 @@ def _first_unique(xy, radius):
     return np.nonzero(keep)[0]
 
 
-def refine_com(image, xy, *, radius_px=3.0, n_iter=2):
+def refine_com(image, xy, *, radius_px=3.0, n_iter=5):
     """Centre of mass of the background-subtracted intensity in a disc around each start.
 
     The background is the median of a one-pixel ring just outside the disc; negative
