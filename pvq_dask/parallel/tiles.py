@@ -202,52 +202,41 @@ def owner_tile(xy, shape, *, tile_px):
     return (i * (len(ex) - 1) + j).astype(np.int64)
 
 
-def _in_core(xy, tile):
-    """Which frame positions ``xy`` lie in the tile's core (the pixel-centre rule)."""
-    p = np.floor(xy + 0.5)
-    y0, y1, x0, x1 = tile.core
-    return (p[:, 0] >= x0) & (p[:, 0] < x1) & (p[:, 1] >= y0) & (p[:, 1] < y1)
-
-
 def detect_frame(image, *, config=None, image_std=None):
     """Candidates and frame context: the detection stage of ``analyze_frame``.
 
-    Returns ``(xy0, FrameContext)``: centre-of-mass refined candidates (x, y) px, and the
-    frame's noise model (for a denoised frame the median of its Monte-Carlo variance
-    ``image_std**2`` as pure read noise, as ``analyze_frame`` does) and column width, both
-    passed to the detector and to every tile's fit.
+    Returns ``(xy0, FrameContext)``: centre-of-mass refined candidates (x, y) px, and what
+    every tile's fit shares: the noise model (estimated from the frame; for a denoised
+    frame the median of its Monte-Carlo variance ``image_std**2`` as pure read noise, as
+    ``analyze_frame`` does) and the column width the detector measured.
     """
     cfg = AnalysisConfig() if config is None else config
     image = np.asarray(image, dtype=float)
-    noise = None
-    if image_std is not None:
-        var = np.asarray(image_std, float) ** 2
-        noise = NoiseModel(gain=0.0, read_var=float(np.nanmedian(var[np.isfinite(var)])))
     finite = np.isfinite(image)
     if not finite.any() or np.ptp(image[finite]) == 0:
-        return np.zeros((0, 2)), FrameContext(noise=noise, sigma_px=None)
-    if noise is None:
-        noise = estimate_noise_model(image, mask=finite)
+        return np.zeros((0, 2)), FrameContext(noise=None, sigma_px=None)
+    noise = estimate_noise_model(image, mask=finite)
     sigma = estimate_column_sigma(image, noise=noise)
     xy0 = find_columns(image, min_distance_px=cfg.min_distance_px, sigma_px=sigma, noise=noise)
     if len(xy0):
         xy0 = refine_com(image, xy0, radius_px=cfg.com_radius_px)
+    if image_std is not None:
+        var = np.asarray(image_std, float) ** 2
+        noise = NoiseModel(gain=0.0, read_var=float(np.nanmedian(var[np.isfinite(var)])))
     return np.asarray(xy0, float).reshape(-1, 2), FrameContext(noise=noise, sigma_px=sigma)
 
 
-def _fit_tile(image, tile, cand, xy0, context, fit_options, kernel_threads, image_std=None):
-    """Fit the candidates of a tile's outer box (frame coords, indices ``cand``); return the
-    indices and fits of the columns the tile owns (detected centre in its core)."""
+def _fit_tile(image, cand, xy0, own, origin, context, fit_options, kernel_threads):
+    """Fit the candidates of a tile's outer box (``xy0`` frame coords, indices ``cand``);
+    return the indices and fits of the columns the tile owns (``own``), frame coords."""
     if kernel_threads:
         import numba
 
         numba.set_num_threads(int(kernel_threads))
-    origin = tile.origin_xy
     fit = fit_columns(image, xy0 - origin, sigma_px=context.sigma_px, noise=context.noise,
-                      noise_std=image_std, **fit_options)
+                      **fit_options)
     fit["x_px"] = fit["x_px"] + origin[0]
     fit["y_px"] = fit["y_px"] + origin[1]
-    own = _in_core(xy0, tile)
     return cand[own], {k: np.asarray(v)[own] for k, v in fit.items()}
 
 
@@ -259,10 +248,11 @@ def _concat(fits):
     return {k: np.concatenate([np.asarray(f[k]) for _, f in fits])[order] for k in FIT_KEYS}
 
 
-def _inside(xy, box):
+def _inside(xy, shape, box):
+    """Which positions have their pixel (clipped to the frame) inside ``box``."""
+    p = np.clip(np.floor(xy + 0.5), 0, np.array(shape[::-1]) - 1)
     y0, y1, x0, x1 = box
-    return (xy[:, 0] >= x0 - 0.5) & (xy[:, 0] < x1 - 0.5) & (xy[:, 1] >= y0 - 0.5) & (
-        xy[:, 1] < y1 - 0.5)
+    return (p[:, 0] >= x0) & (p[:, 0] < x1) & (p[:, 1] >= y0) & (p[:, 1] < y1)
 
 
 def compute_with(scheduler, num_workers=None):
@@ -304,7 +294,8 @@ def detect_fit_tiled(image, *, config=None, tile_px=512, scheduler="threads",
     scheduler : str or distributed.Client
         ``"threads"``, ``"synchronous"``, ``"processes"`` or a Client.
     image_std : ndarray (H, W), optional
-        Per-pixel standard deviation of a denoised ``image`` (as in ``analyze_frame``).
+        Monte-Carlo std of a denoised ``image``: sets the fit's noise model, as in
+        ``analyze_frame``.
     fit_options : dict, optional
         Extra keyword arguments of :func:`pvq_dask.kernels.fit.fit_columns` (e.g.
         ``background``).
@@ -327,10 +318,12 @@ def detect_fit_tiled(image, *, config=None, tile_px=512, scheduler="threads",
     >>> yy, xx = np.mgrid[0:96, 0:96]
     >>> img = 5.0 + sum(40.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0)
     ...                 for y in range(12, 96, 18) for x in range(12, 96, 18))
+    >>> local = {"background": "plane", "max_reinit": 0}
     >>> fit, info = detect_fit_tiled(img, tile_px=48, scheduler="synchronous",
-    ...                              fit_options={"background": "constant"})
-    >>> len(fit["x_px"]), len(info["tiles"])
-    (25, 4)
+    ...                              fit_options=local)
+    >>> whole, _ = detect_fit_tiled(img, tile_px=0, scheduler="synchronous", fit_options=local)
+    >>> len(info["tiles"]), bool(np.allclose(fit["x_px"], whole["x_px"], rtol=0, atol=1e-6))
+    (4, True)
     """
     import dask
 
@@ -348,12 +341,13 @@ def detect_fit_tiled(image, *, config=None, tile_px=512, scheduler="threads",
     halo = halo_px(sigma_px=context.sigma_px or _GUESS_SIGMA_PX,
                    window_px=opts.get("window_px"), n_rounds=opts.get("n_rounds", 2))
     layout = tile_layout(image.shape, tile_px=tile_px, halo_px=halo)
+    owner = owner_tile(xy0, image.shape, tile_px=tile_px)
     tasks = []
     for t in layout:
-        cand = np.flatnonzero(_inside(xy0, t.outer))
-        std = None if image_std is None else image_std[t.outer_slices]
-        tasks.append(delayed(_fit_tile)(image[t.outer_slices], t, cand, xy0[cand], context,
-                                        opts, kernel_threads, std))
+        cand = np.flatnonzero(_inside(xy0, image.shape, t.outer))
+        tasks.append(delayed(_fit_tile)(image[t.outer_slices], cand, xy0[cand],
+                                        owner[cand] == t.index, t.origin_xy, context, opts,
+                                        kernel_threads))
     fit = _concat(compute(*tasks))
     timings["fit"] = time.perf_counter() - t0
     return fit, {"tiles": layout, "halo_px": halo, "context": context, "timings_s": timings}
