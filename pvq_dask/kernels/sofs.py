@@ -118,7 +118,7 @@ def sofs(xy, amplitude, *, a_px=None, fit_ok=None, seed=None, branching=4, depth
     >>> f = synthesize_frame(SynthParams.preset("clean", shape=(256, 256), dot_size_nm=3.2),
     ...                      rng=0)
     >>> r = sofs(f.xy, f.atoms.amplitude.to_numpy())
-    >>> r.network.n_octahedra == (f.atoms.species == "Pb").sum()
+    >>> bool(r.network.n_octahedra == (f.atoms.species == "Pb").sum())
     True
     """
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)

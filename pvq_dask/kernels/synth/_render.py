@@ -17,7 +17,7 @@ def column_weights(contrast, *, br_fraction):
     --------
     >>> w = column_weights("idpc", br_fraction=0.0)
     >>> round(w["X"], 3), round(w["Cs"], 3)
-    (0.418, 0.431)
+    (0.419, 0.431)
     """
     n = _EXPONENT[contrast]
     z = {k: v**n for k, v in _Z.items()}
