@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from pvq_dask.kernels.config import AnalysisConfig
-from pvq_dask.kernels.fit import _MAX_SIGMA_RATIO
 from pvq_dask.kernels.schema import SPECIES
 from pvq_dask.kernels.sofs import UNSET
 from pvq_dask.kernels.synth import SynthParams, synthesize_frame
@@ -20,10 +19,11 @@ from pvq_dask.parallel.tiles import detect_fit_tiled, halo_px, owner_tile, tile_
 
 POSITION_TOL_PX = 1e-6          # tiled vs whole-frame fitted positions
 THETA_TOL_DEG = 1e-9            # tiled vs whole-frame per-octahedron theta3
-# The fit flags a column whose width is beyond _MAX_SIGMA_RATIO times the median width of
-# the image it is given: per tile, that median differs a little from the frame's, so only a
-# column within this relative distance of the bound may be flagged differently.
-WIDTH_BOUND_SLACK = 0.05
+# The fit flags columns whose width is too far from the median width of the image it is
+# given (bounds internal to the kernel); per tile that median differs a little from the
+# frame's, so columns of unusual width, and only those, may be flagged differently.
+ODD_WIDTH_RATIO = 1.25
+MAX_FLAGGED_DIFFERENTLY_FRAC = 0.02
 BOND_REACH_PX = 25.0            # Pb to its bond halides (a_pc / 2 ~ 18.5 px) with margin
 # Per-tile SOFS searches reach contested columns in another order than the whole-frame one
 # (measured on the paper-dose frames here: 97-100 % of octahedra identical).
@@ -31,8 +31,8 @@ TILE_SOFS_MIN_AGREEMENT = 0.95
 # The texture-aware fit refines every column against a background spectrum estimated from
 # the whole residual and applies its inverse covariance with FFTs over the image it is given:
 # not a local operation, so tiles reproduce it only approximately (measured, 256 px tiles:
-# RMS 0.18-0.19 of the position uncertainty, 99th percentile 0.6-0.7, max ~1 px).
-TEXTURE_RMS_DEV_MAX_X_ERR = 0.25
+# RMS 0.18-0.22 of the position uncertainty, 99th percentile 0.6-0.8, max 1-3 px).
+TEXTURE_RMS_DEV_MAX_X_ERR = 0.3
 TEXTURE_P99_DEV_MAX_X_ERR = 1.0
 
 # The paper's column fit with a planar local background is a local operation; its
@@ -177,9 +177,9 @@ def test_tiled_equals_whole_frame(dot, whole, tile_px, scheduler):
     np.testing.assert_allclose(b.pos_err_px, a.pos_err_px, rtol=1e-6)
     flagged = a.fit_ok.to_numpy() != b.fit_ok.to_numpy()
     width = np.sqrt(a.sigma_x_px * a.sigma_y_px).to_numpy()
-    log_ratio = np.abs(np.log(width / np.median(width[a.fit_ok.to_numpy()])))
-    near_bound = np.abs(log_ratio - np.log(_MAX_SIGMA_RATIO)) < WIDTH_BOUND_SLACK
-    assert near_bound[flagged].all(), "fit_ok differs for a column far from the width bound"
+    odd = np.abs(np.log(width / np.median(width[a.fit_ok.to_numpy()]))) > np.log(ODD_WIDTH_RATIO)
+    assert odd[flagged].all(), "fit_ok differs for a column of ordinary width"
+    assert flagged.mean() <= MAX_FLAGGED_DIFFERENTLY_FRAC
 
     oa, ob = whole.octahedra, tiled.octahedra
     assert len(oa) > 100

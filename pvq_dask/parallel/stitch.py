@@ -361,14 +361,15 @@ def analyze_frame_tiled(image, *, pixel_size_nm, config=None, tile_px=512, sched
     usable = np.isfinite(xy).all(axis=1) & np.isfinite(amp) & (amp > 0)
     options = {"branching": cfg.sofs_branching, "depth": cfg.sofs_depth,
                "n_candidates": cfg.sofs_candidates}
-    if usable.sum() >= 5:
-        result.basis_px = np.array(estimate_basis(xy[usable]))
-        options["a_px"] = float(np.linalg.norm(result.basis_px[0]))
     layout = info["tiles"]
-    if network == "global" or len(layout) == 1 or "a_px" not in options:
+    if network == "global" or len(layout) == 1 or usable.sum() < _MIN_SEED_COLUMNS:
         found = sofs(xy, amp, fit_ok=fit_ok, **options)
         net, found_species, result.message = found.network, found.species, found.message
+        result.basis_px = found.basis_px
     else:
+        # every tile searches with the frame's lattice spacing
+        result.basis_px = np.array(estimate_basis(xy[usable]))
+        options["a_px"] = float(np.linalg.norm(result.basis_px[0]))
         owner = owner_tile(xy, image.shape, tile_px=tile_px)
         net, found_species, result.message = _sofs_tiled(
             xy, amp, fit_ok, layout, owner, halo_px=sofs_halo_uc * options["a_px"],
