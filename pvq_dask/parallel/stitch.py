@@ -73,9 +73,9 @@ class TileLabels:
 
 
 def _tile_seed(xy, amplitude, usable, a_px, n_candidates):
-    """A seed halide in the tile's crystal: the most halide-like column nearest the centre
-    of the tile's clearly halide-like columns (a tile may hold a corner of a dot and much
-    amorphous background, where the kernel's default, the centre of all columns, fails)."""
+    """A seed halide in the tile's crystal: of the clearly halide-like columns, the one
+    nearest their median position (a tile may hold a corner of a dot and much amorphous
+    background, where the kernel's default, near the centre of all columns, fails)."""
     u, v = estimate_basis(xy[usable], a_px=a_px)
     like = halide_likeness(np.where(usable[:, None], xy, 1e9), np.where(usable, amplitude, 1e-9),
                            u, v, n_candidates=n_candidates)
