@@ -43,7 +43,8 @@ def _run(args):
         stages = ("atoms",) + stages
     cfg = AnalysisConfig(stages=stages, denoise=args.denoise, denoise_profile=args.profile,
                          device=args.device, shell_width_uc=args.shell_width_uc,
-                         classify_method=args.classify, seed=args.seed)
+                         classify_method=args.classify, seed=args.seed,
+                         tile_px=args.tile_px)
     frames = None if args.frames is None else [int(f) for f in args.frames.split(",")]
     bar = progress_factory("analyze")
     state = {"bar": None}
@@ -89,6 +90,9 @@ def add_parser(subparsers):
                    help="provisional classifier before SOFS (default mixture)")
     p.add_argument("--shell-width-uc", type=int, default=3,
                    help="shell = outer N unit cells (default 3)")
+    p.add_argument("--tile-px", type=int, default=0,
+                   help="fit one frame in tiles of this size with Dask threads (0 = whole "
+                        "frame; try 1024 for 2048^2 frames on many cores)")
     p.add_argument("--scheduler", default="synchronous",
                    help="synchronous | threads | processes | local | tcp://host:port")
     p.add_argument("--frames", help="comma-separated frame numbers (default all)")

@@ -40,6 +40,9 @@ class AnalysisConfig:
     # metrics
     shell_width_uc: int = 3
     map_step_nm: float = 0.3
+    # tiling of one frame (0 = whole frame); "global": one SOFS on the gathered columns
+    tile_px: int = 0
+    tile_network: str = "global"
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -49,6 +52,10 @@ class AnalysisConfig:
         bad = set(self.stages) - set(_STAGES)
         if bad:
             raise ValueError(f"unknown stages {sorted(bad)}; choose from {_STAGES}")
+        if self.tile_px < 0:
+            raise ValueError(f"tile_px must be >= 0 (0 = whole frame), got {self.tile_px}")
+        if self.tile_network not in ("global", "tiles"):
+            raise ValueError(f"tile_network must be 'global' or 'tiles', got {self.tile_network!r}")
         if self.shell_width_uc < 1:
             raise ValueError(f"shell_width_uc must be >= 1, got {self.shell_width_uc}")
 

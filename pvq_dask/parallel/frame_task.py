@@ -68,8 +68,15 @@ def process_frame_task(path, t, cfg_d, source="raw"):
     std = store.read_frame("denoised", t, name="std") if source == "denoised" else None
     if not np.isfinite(image).any():
         raise ValueError(f"{path}: frame {t} has no finite pixels")
-    result = analyze_frame(image, pixel_size_nm=store.pixel_size_nm, config=cfg, frame=t,
-                           image_std=std)
+    if cfg.tile_px:
+        from pvq_dask.parallel.stitch import analyze_frame_tiled
+
+        result = analyze_frame_tiled(image, pixel_size_nm=store.pixel_size_nm, config=cfg,
+                                     frame=t, image_std=std, tile_px=cfg.tile_px,
+                                     network=cfg.tile_network, scheduler="threads")
+    else:
+        result = analyze_frame(image, pixel_size_nm=store.pixel_size_nm, config=cfg, frame=t,
+                               image_std=std)
     store.write_table("atoms", t, result.atoms)
     store.set_done("atoms", t)
     if "network" in cfg.stages:
