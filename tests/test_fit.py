@@ -15,6 +15,7 @@ NOISE_FREE_TOL_PX = 1e-3        # isolated noise-free columns, window fits
 NOISE_FREE_GLS_TOL_PX = 5e-3    # same, texture-aware refinement (a few Gauss-Newton steps)
 NOISE_FREE_AMP_REL = 1e-3       # amplitudes, window fits (relative)
 NOISE_FREE_GLS_AMP_REL = 0.01   # amplitudes, texture-aware (low frequencies are down-weighted)
+ATOMAP_AGREEMENT_PX = 0.3       # Atomap's refinement vs truth, bright isolated columns
 TEXTURE_GAIN_MIN = 1.3          # RMSE(constant background) / RMSE(texture-aware) on carbon
 
 SIG = 2.2
@@ -174,3 +175,26 @@ def test_rejection_rule_reinitialises_with_seeded_rng():
     b = fit_columns(img, start, rng=1, background="constant")
     np.testing.assert_array_equal(a["x_px"], b["x_px"])
     assert np.all(np.isfinite(a["residual_frac"]))
+
+
+def test_atomap_backend_same_contract():
+    pytest.importorskip("atomap")
+    xy = _grid(n=3, rng=10)
+    img = np.random.default_rng(10).poisson(_image(xy, np.full(len(xy), 40.0))).astype(float)
+    r = fit_columns(img, np.rint(xy), backend="atomap")
+    assert set(r) == set(FIT_KEYS)
+    assert r["fit_ok"].all() and np.isnan(r["pos_err_px"]).all()
+    assert np.abs(r["x_px"] - xy[:, 0]).max() < ATOMAP_AGREEMENT_PX
+    with pytest.raises(ValueError, match="NaN"):
+        bad = img.copy()
+        bad[0, 0] = np.nan
+        fit_columns(bad, xy, backend="atomap")
+
+
+def test_bench_fit_smoke(tmp_path):
+    from pvq_dask.bench.fit import bench_fit
+
+    out = bench_fit(size=320, big_size=None, out_json=tmp_path / "fit.json")
+    assert (tmp_path / "fit.json").exists()
+    assert out["atoms_per_s"] > 0 and out["n_columns"] > 100
+    assert out["accuracy"]["recall"] > 0.9

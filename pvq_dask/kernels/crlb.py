@@ -11,6 +11,7 @@ local background), evaluated numerically on the pixel grid, with every parameter
 the position treated as unknown (nuisance).
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ __all__ = ["NoiseModel", "estimate_noise_model", "TextureSpectrum", "estimate_te
 _IMMERKAER = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]) / 6.0
 _MAD_TO_STD = 1.4826
 _NOISE_SAMPLE = 200_000
+_NOISE_CROP_PX = 1024
 _WHITE_FLOOR = 1e-4           # minimum white level, relative to the residual's variance
 _SPECTRUM_MAX_PX = 1024       # the texture is stationary: a central crop this size suffices
 
@@ -81,6 +83,13 @@ def estimate_noise_model(image, *, mask=None, n_bins=16):
     image = np.asarray(image, dtype=float)
     if image.ndim != 2 or min(image.shape) < 8:
         raise ValueError(f"image must be 2-D and at least 8x8 px, got shape {image.shape}")
+    # The noise model is a frame constant: a central crop is enough (and much cheaper).
+    crop = tuple(slice(max((n - _NOISE_CROP_PX) // 2, 0),
+                       max((n - _NOISE_CROP_PX) // 2, 0) + min(n, _NOISE_CROP_PX))
+                 for n in image.shape)
+    image = image[crop]
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)[crop]
     finite = np.isfinite(image)
     filled = np.where(finite, image, 0.0)
     # A pixel is usable when its whole 3x3 neighbourhood is finite.
@@ -121,7 +130,10 @@ def estimate_noise_model(image, *, mask=None, n_bins=16):
     return NoiseModel(gain=float(gain), read_var=float(max(read_var, 0.0)))
 
 
-@dataclass(frozen=True)
+_GAIN_CACHE = {}
+
+
+@dataclass(frozen=True, eq=False)
 class TextureSpectrum:
     """Radial power spectrum of a smooth background texture (amorphous carbon) over white noise.
 
@@ -151,12 +163,28 @@ class TextureSpectrum:
         shp = (sfft.next_fast_len(padded.shape[0], real=True),
                sfft.next_fast_len(padded.shape[1], real=True))
         spec = sfft.rfft2(padded, s=shp, workers=-1)
-        spec *= gain_fn(self.texture_at(_radial_k(shp))).astype(np.float32)
-        return sfft.irfft2(spec, s=shp, workers=-1)[p:p + h, p:p + w].astype(np.float64)
+        spec *= self._gain(gain_fn, shp)
+        return sfft.irfft2(spec, s=shp, workers=-1)[p:p + h, p:p + w]
+
+    def _gain(self, gain_fn, shape):
+        """Fourier gain on the transform grid, cached per spectrum (the Gauss-Newton loop
+        filters many residuals with one spectrum)."""
+        key = (id(self), gain_fn, shape)
+        hit = _GAIN_CACHE.get(key)
+        if hit is None or hit[0] is not self:
+            if len(_GAIN_CACHE) > 8:
+                _GAIN_CACHE.clear()
+            s_k = self.texture_at(_radial_k(shape))
+            hit = (self, getattr(self, gain_fn)(s_k).astype(np.float32))
+            _GAIN_CACHE[key] = hit
+        return hit[1]
+
+    def _wiener_gain(self, s_k):
+        return s_k / (s_k + self.white_power)
 
     def wiener(self, residual, *, pad_px=32):
         """Wiener estimate of the texture in ``residual`` (NaN read as 0): S / (S + N) filter."""
-        return self._filter(residual, lambda s: s / (s + self.white_power), pad_px)
+        return self._filter(residual, "_wiener_gain", pad_px)
 
     def column_fisher(self, sigma_px, *, n_grid=256, white_var=None):
         """Fisher matrices (5, 5) of a unit-amplitude Gaussian column: white noise, and white
@@ -185,6 +213,7 @@ class TextureSpectrum:
             f[0, 1] = f[1, 0] = 0.0
         return white, gls
 
+@functools.lru_cache(maxsize=4)
 def _radial_k(shape):
     ky = np.fft.fftfreq(shape[0]) * 2 * np.pi
     kx = np.fft.rfftfreq(shape[1]) * 2 * np.pi

@@ -29,6 +29,7 @@ __all__ = ["column_snr", "estimate_column_sigma", "find_columns", "refine_com"]
 _MIN_LATTICE = 8              # columns in a lattice component; smaller ones are dropped
 _SEARCH_FRAC = 0.35           # search radius around a predicted site, fraction of the step
 _BASIS_SNR = 4.0              # maxima used to estimate the lattice basis
+_SIGMA_CROP_PX = 768          # central crop used to estimate the column width
 _STRONG_SNR = 5.0             # columns removed before the second texture-spectrum estimate
 _CANDIDATE_SNR = 1.0          # weakest maximum a lattice site may take
 _SMOOTH_FRAC = 0.75           # difference of Gaussians (in column widths) whose maxima we take
@@ -79,6 +80,12 @@ def column_snr(image, *, sigma_px, noise=None, n_pass=2):
     (True, True)
     """
     filled, finite = _filled(image)
+    snr, amplitude, _ = _maps(filled, finite, sigma_px, noise, n_pass)
+    return snr, amplitude
+
+
+def _maps(filled, finite, sigma_px, noise, n_pass):
+    """SNR, amplitude and difference-of-Gaussians maps (one transform of the frame)."""
     if noise is None:
         noise = estimate_noise_model(filled, mask=finite)
     level = filled[finite].mean()
@@ -86,11 +93,9 @@ def column_snr(image, *, sigma_px, noise=None, n_pass=2):
     spectrum = estimate_texture_spectrum(resid)
     for _ in range(n_pass - 1):
         # Columns are not texture: re-estimate the spectrum without the strong ones.
-        snr, amp = _whitened(resid, filled, finite, spectrum, sigma_px, noise)
-        dog = ndi.gaussian_filter(resid, _SMOOTH_FRAC * sigma_px) - ndi.gaussian_filter(
-            resid, _SURROUND_FRAC * sigma_px)
+        snr, amp, dog = _whitened(resid, level, finite, spectrum, sigma_px, noise)
         xy, _ = _local_maxima(np.where(finite, dog, -np.inf), finite, 2, -np.inf, 0)
-        ij = np.rint(xy).astype(np.int64)
+        ij = _pixel(xy, resid.shape)
         strong = snr[ij[:, 1], ij[:, 0]] >= _STRONG_SNR
         params = np.zeros((int(strong.sum()), 8))
         params[:, :2] = xy[strong]
@@ -98,14 +103,17 @@ def column_snr(image, *, sigma_px, noise=None, n_pass=2):
         params[:, 4] = amp[ij[strong, 1], ij[strong, 0]]
         model = render_model(resid.shape, params, np.ones(len(params), np.bool_), 4.0)
         spectrum = estimate_texture_spectrum(np.where(finite, resid - model, 0.0))
-    return _whitened(resid, filled, finite, spectrum, sigma_px, noise)
+    return _whitened(resid, level, finite, spectrum, sigma_px, noise)
 
 
-def _whitened(resid, filled, finite, spectrum, sigma_px, noise):
+def _whitened(resid, level, finite, spectrum, sigma_px, noise, pad_px=32):
     from scipy import fft as sfft
 
     h, w = resid.shape
-    shp = (sfft.next_fast_len(h, real=True), sfft.next_fast_len(w, real=True))
+    p = int(min(pad_px, h - 1, w - 1))
+    padded = np.pad(resid, p, mode="reflect")
+    shp = (sfft.next_fast_len(padded.shape[0], real=True),
+           sfft.next_fast_len(padded.shape[1], real=True))
     ky = np.fft.fftfreq(shp[0]) * 2 * np.pi
     kx = np.fft.rfftfreq(shp[1]) * 2 * np.pi
     k2 = ky[:, None] ** 2 + kx[None, :] ** 2
@@ -113,23 +121,30 @@ def _whitened(resid, filled, finite, spectrum, sigma_px, noise):
     power = spectrum.white_power + spectrum.texture_at(np.sqrt(k2))
     filt = g / power
     filt[0, 0] = 0.0
-    out = sfft.irfft2(sfft.rfft2(resid, s=shp, workers=-1) * filt, s=shp, workers=-1)[:h, :w]
+    spec = sfft.rfft2(padded, s=shp, workers=-1)
+
+    def back(gain):
+        return sfft.irfft2(spec * gain, s=shp, workers=-1)[p:p + h, p:p + w]
+
+    out = back(filt)
+    # Difference of Gaussians for candidate maxima, and the local level for the shot noise.
+    dog = back(np.exp(-0.5 * k2 * (_SMOOTH_FRAC * sigma_px) ** 2)
+               - np.exp(-0.5 * k2 * (_SURROUND_FRAC * sigma_px) ** 2))
+    local = level + back(np.exp(-0.5 * k2 * (2.0 * sigma_px) ** 2))
     # Full-grid sums (the rfft half-plane counts the mirrored columns twice).
     mult = np.full(kx.shape, 2.0)
     mult[0] = 1.0
     if shp[1] % 2 == 0:
         mult[-1] = 1.0
     npix = shp[0] * shp[1]
-    info = float((g**2 / power * mult[None, :]).sum()) / npix
-    info_dc = float(g[0, 0] ** 2 / power[0, 0]) / npix
-    info -= info_dc
+    info = float((g**2 / power * mult[None, :]).sum() - g[0, 0] ** 2 / power[0, 0]) / npix
     # Shot noise varies: scale the white part of the statistic's variance by the local level.
-    local = ndi.gaussian_filter(filled, 2.0 * sigma_px)
     scale = np.sqrt(np.clip(noise.variance(local) / spectrum.white_power, 0.05, 20.0))
     snr = out / np.sqrt(max(info, 1e-300)) / scale
     amplitude = out / max(2 * np.pi * sigma_px**2 * info, 1e-300)
     snr[~finite] = 0.0
-    return snr, amplitude
+    dog[~finite] = -np.inf
+    return snr, amplitude, dog
 
 
 def estimate_column_sigma(image, *, noise=None):
@@ -146,6 +161,11 @@ def estimate_column_sigma(image, *, noise=None):
     from pvq_dask.kernels.fit import fit_columns
 
     filled, finite = _filled(image)
+    # The width is a frame constant: a central crop is enough (and much cheaper).
+    crop = tuple(slice(max((n - _SIGMA_CROP_PX) // 2, 0),
+                       max((n - _SIGMA_CROP_PX) // 2, 0) + min(n, _SIGMA_CROP_PX))
+                 for n in filled.shape)
+    filled, finite = filled[crop], finite[crop]
     dog = ndi.gaussian_filter(filled, 1.5) - ndi.gaussian_filter(filled, 6.0)
     peak = (ndi.maximum_filter(dog, 7) == dog) & finite
     ys, xs = np.nonzero(peak)
@@ -154,8 +174,9 @@ def estimate_column_sigma(image, *, noise=None):
     best = np.argsort(-dog[ys, xs])[:200]
     xy = np.c_[xs[best], ys[best]].astype(float)
     r = fit_columns(filled, xy, background="constant", max_reinit=0, noise=noise)
-    ok = r["fit_ok"]
-    width = np.sqrt(np.abs(r["sigma_x_px"] * r["sigma_y_px"]))[ok]
+    width = np.sqrt(np.abs(r["sigma_x_px"] * r["sigma_y_px"]))
+    ok = (r["status"] == 0) & np.isfinite(width) & (r["amplitude"] > 0)
+    width = width[ok]
     if not len(width):
         return 2.0
     # The brightest quarter: atom columns, not the (wider, fainter) grains of the carbon.
@@ -163,10 +184,16 @@ def estimate_column_sigma(image, *, noise=None):
     return float(np.clip(np.median(width[top]), 0.5, 20.0))
 
 
+def _pixel(xy, shape):
+    """Nearest pixel (x, y) of sub-pixel positions, clipped to the frame."""
+    return np.clip(np.rint(xy).astype(np.int64), 0, [shape[1] - 1, shape[0] - 1])
+
+
 def _local_maxima(snr, finite, min_distance_px, floor, border):
     size = 2 * int(min_distance_px) + 1
     peak = (ndi.maximum_filter(snr, size=size, mode="nearest") == snr) & (snr >= floor)
-    peak &= ndi.minimum_filter(finite, size=size, mode="constant", cval=False)
+    if not finite.all():
+        peak &= ndi.minimum_filter(finite, size=size, mode="constant", cval=False)
     if border > 0:
         peak[:border, :] = peak[-border:, :] = False
         peak[:, :border] = peak[:, -border:] = False
@@ -358,17 +385,15 @@ def find_columns(image, *, min_distance_px=3, sigma_px=None, threshold=6.0,
         noise = NoiseModel(gain=0.0, read_var=1e-12 * max(np.var(filled[finite]), 1e-300))
     sigma = float(sigma_px) if sigma_px is not None else estimate_column_sigma(filled,
                                                                                noise=noise)
-    snr, _ = column_snr(np.where(finite, filled, np.nan), sigma_px=sigma, noise=noise)
+    snr, _, dog = _maps(filled, finite, sigma, noise, 2)
     allowed = finite if mask is None else finite & np.asarray(mask, dtype=bool)
     floor = min(_CANDIDATE_SNR, threshold) if lattice else threshold
     # Maxima of a difference of Gaussians (no second lobe, so no ghost maxima between the
     # columns of a lattice, unlike the whitened filter; no slope, unlike plain smoothing),
     # scored by the whitened SNR (the best value within one pixel).
-    dog = (ndi.gaussian_filter(filled, _SMOOTH_FRAC * sigma)
-           - ndi.gaussian_filter(filled, _SURROUND_FRAC * sigma))
     xy, _ = _local_maxima(np.where(allowed, dog, -np.inf), allowed, min_distance_px,
                           -np.inf, int(exclude_border_px))
-    ij = np.rint(xy).astype(np.int64)
+    ij = _pixel(xy, filled.shape)
     val = ndi.maximum_filter(snr, size=3)[ij[:, 1], ij[:, 0]]
     xy, val = xy[val >= floor], val[val >= floor]
     strong = val >= threshold
