@@ -7,7 +7,7 @@ from pvq_dask.cli._common import add_command, positive_int, progress_factory
 __all__ = ["add_parser", "run_demo"]
 
 
-def run_demo(out_dir="pvq_demo", *, size=1024, seed=0, denoise="absf", scheduler="synchronous"):
+def run_demo(out_dir="pvq_demo", *, size=1024, seed=0, denoise="none", scheduler="synchronous"):
     """The main job on built-in data; returns (result path, summaries, report path).
 
     Synthesizes the paper's CsPbI3 core/shell dot with exact truth (``OUT/synth``), ingests
@@ -50,7 +50,7 @@ def add_parser(subparsers):
     p = add_command(
         subparsers, "demo", help="run the pipeline on a built-in synthetic dot",
         description="Synthesize the paper's CsPbI3 core/shell quantum dot with exact truth "
-                    "(OUT/synth/), ingest it into OUT/demo.pvq, analyse it (ABSF, columns, "
+                    "(OUT/synth/), ingest it into OUT/demo.pvq, analyse it (columns, "
                     "SOFS, metrics, maps) and write OUT/report.html. Re-running replaces "
                     "OUT/demo.pvq.",
         epilog="example: pvq demo -o pvq_demo && pvq info pvq_demo/demo.pvq")
@@ -59,7 +59,7 @@ def add_parser(subparsers):
     p.add_argument("--size", type=positive_int, default=1024,
                    help="frame size in px (default 1024)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--denoise", choices=("none", "absf", "s2sred"), default="absf",
-                   help="prefilter/denoiser (default absf; s2sred needs the denoise extra)")
+    p.add_argument("--denoise", choices=("none", "absf", "s2sred"), default="none",
+                   help="prefilter/denoiser (default none: the most accurate at this dose)")
     p.set_defaults(func=_run)
     return p

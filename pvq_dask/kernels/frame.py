@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 
 from pvq_dask.kernels.classify import classify_columns
 from pvq_dask.kernels.config import AnalysisConfig
@@ -22,7 +23,7 @@ from pvq_dask.kernels.peaks import find_columns, refine_com
 from pvq_dask.kernels.schema import ATOM_COLUMNS, CELL_COLUMNS, OCTAHEDRA_COLUMNS, SPECIES
 from pvq_dask.kernels.sofs import sofs
 
-__all__ = ["FrameResult", "analyze_frame", "empty_table"]
+__all__ = ["FrameResult", "analyze_frame", "empty_table", "particle_support"]
 
 
 def empty_table(columns):
@@ -88,8 +89,29 @@ def _atoms_table(fit, species, conf, frame, pixel_size_nm):
     })[list(ATOM_COLUMNS)]
 
 
+def particle_support(raw):
+    """Where columns may be: raw-frame columns dilated by 3/8 of a_pc, holes filled.
+
+    Filters that keep only periodic components (ABSF) or denoisers leave lattice fringes in
+    the vacuum next to a particle; columns found there are not real. Fringes a full column
+    spacing (a/2) beyond the outermost raw column fall outside this support, while columns
+    missed in the raw frame but surrounded by found ones stay inside.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    xy = find_columns(raw)
+    if len(xy) < 8:
+        return None
+    u, _ = estimate_basis(xy)
+    r = 0.75 * 0.5 * np.linalg.norm(u)
+    mask = np.zeros(raw.shape, bool)
+    ij = np.clip(np.rint(xy).astype(int), 0, np.array(raw.shape[::-1]) - 1)
+    mask[ij[:, 1], ij[:, 0]] = True
+    dist = ndi.distance_transform_edt(~mask)
+    return ndi.binary_fill_holes(dist <= r)
+
+
 def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
-                  stages=None):
+                  stages=None, raw=None):
     """Analyse one frame: every atom column, octahedron and cell with uncertainties.
 
     Parameters
@@ -106,6 +128,9 @@ def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
         uncertainties account for the denoiser.
     stages : sequence of str, optional
         Subset of ``("atoms", "network")``; defaults to the config's stages.
+    raw : ndarray (H, W), optional
+        The unfiltered frame when ``image`` is a filtered/denoised one: columns are then
+        only looked for inside the raw frame's particle (:func:`particle_support`).
 
     Returns
     -------
@@ -118,7 +143,8 @@ def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
         raise ValueError(f"expected a 2-D frame, got shape {image.shape}")
     t, mem = {}, {}
     with _stage("detect", t, mem):
-        xy0 = find_columns(image, min_distance_px=cfg.min_distance_px)
+        support = None if raw is None else particle_support(raw)
+        xy0 = find_columns(image, min_distance_px=cfg.min_distance_px, mask=support)
         if len(xy0):
             xy0 = refine_com(image, xy0, radius_px=cfg.com_radius_px)
     empty = FrameResult(atoms=empty_table(ATOM_COLUMNS), octahedra=empty_table(OCTAHEDRA_COLUMNS),

@@ -66,6 +66,7 @@ def process_frame_task(path, t, cfg_d, source="raw"):
     store = ResultStore.open(path, mode="r+")
     image = store.read_frame(source, t)
     std = store.read_frame("denoised", t, name="std") if source == "denoised" else None
+    raw = store.read_frame("raw", t) if source != "raw" else None
     if not np.isfinite(image).any():
         raise ValueError(f"{path}: frame {t} has no finite pixels")
     if cfg.tile_px:
@@ -76,7 +77,7 @@ def process_frame_task(path, t, cfg_d, source="raw"):
                                      network=cfg.tile_network, scheduler="threads")
     else:
         result = analyze_frame(image, pixel_size_nm=store.pixel_size_nm, config=cfg, frame=t,
-                               image_std=std)
+                               image_std=std, raw=raw)
     store.write_table("atoms", t, result.atoms)
     store.set_done("atoms", t)
     if "network" in cfg.stages:
