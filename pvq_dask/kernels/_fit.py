@@ -70,30 +70,44 @@ def render_model(shape, params, active, n_sigma):
                                params[k, 4])
             r = reach[k]
             cx, cy = int(np.floor(x + 0.5)), cyk[k]
+            xa, xb = max(cx - r, 0), min(cx + r + 1, w)
+            gx = np.empty(max(xb - xa, 0))
+            for xx in range(xa, xb):
+                ex = (xx - x) / sx
+                gx[xx - xa] = a * np.exp(-0.5 * ex * ex)
             for yy in range(max(cy - r, y0), min(cy + r + 1, y1)):
                 ey = (yy - y) / sy
-                for xx in range(max(cx - r, 0), min(cx + r + 1, w)):
-                    ex = (xx - x) / sx
-                    out[yy, xx] += a * np.exp(-0.5 * (ex * ex + ey * ey))
+                gyv = np.exp(-0.5 * ey * ey)
+                for xx in range(xa, xb):
+                    out[yy, xx] += gyv * gx[xx - xa]
     return out
 
 
 @njit(cache=True)
 def _eval(p, px, py, cx, cy, data, others, fixed_var, npix, gain, read_var, weighted,
-          want_jac, jtj, jtr, n_free, wts):
-    """chi2 at p with weights ``wts`` (recomputed first when ``want_jac``); fills J^T W J."""
+          want_jac, jtj, jtr, free_idx, wts, gx, gy):
+    """chi2 at p with weights ``wts`` (recomputed first when ``want_jac``); fills J^T W J for
+    the free parameters. The Gaussian is separable: its 1-D factors on the window's columns
+    and rows (``gx``, ``gy`` buffers) cost 2 (2R + 1) exponentials instead of one per pixel."""
     x, y, sx, sy, a, b, bx, by = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+    nf = free_idx.shape[0]
+    r0 = (gx.shape[0] - 1) // 2
+    for k in range(gx.shape[0]):
+        ex = (cx - r0 + k - x) / sx
+        ey = (cy - r0 + k - y) / sy
+        gx[k] = np.exp(-0.5 * ex * ex)
+        gy[k] = np.exp(-0.5 * ey * ey)
     if want_jac:
-        for i in range(n_free):
+        for i in range(N_PARAM):
             jtr[i] = 0.0
-            for j in range(n_free):
+            for j in range(N_PARAM):
                 jtj[i, j] = 0.0
     chi2 = 0.0
     jac = np.empty(N_PARAM)
     for i in range(npix):
         dx = px[i] - x
         dy = py[i] - y
-        g = np.exp(-0.5 * (dx * dx / (sx * sx) + dy * dy / (sy * sy)))
+        g = gx[int(px[i]) - cx + r0] * gy[int(py[i]) - cy + r0]
         ag = a * g
         f = ag + b + bx * (px[i] - cx) + by * (py[i] - cy)
         if want_jac:
@@ -116,15 +130,16 @@ def _eval(p, px, py, cx, cy, data, others, fixed_var, npix, gain, read_var, weig
             jac[5] = 1.0
             jac[6] = px[i] - cx
             jac[7] = py[i] - cy
-            for m in range(n_free):
+            for mm in range(nf):
+                m = free_idx[mm]
                 jm = wi * jac[m]
                 jtr[m] += jm * r
-                for n in range(m + 1):
-                    jtj[m, n] += jm * jac[n]
+                for nn in range(mm + 1):
+                    jtj[m, free_idx[nn]] += jm * jac[free_idx[nn]]
     if want_jac:
-        for m in range(n_free):
-            for n in range(m + 1, n_free):
-                jtj[m, n] = jtj[n, m]
+        for mm in range(nf):
+            for nn in range(mm):
+                jtj[free_idx[nn], free_idx[mm]] = jtj[free_idx[mm], free_idx[nn]]
     return chi2
 
 
@@ -218,6 +233,17 @@ def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off,
     n = params.shape[0]
     n_free = N_PARAM
     n_off = dx_off.shape[0]
+    n_fit = 0
+    for i in range(N_PARAM):
+        if free[i]:
+            n_fit += 1
+    free_idx = np.empty(n_fit, np.int64)
+    n_fit = 0
+    for i in range(N_PARAM):
+        if free[i]:
+            free_idx[n_fit] = i
+            n_fit += 1
+    span = 2 * int(dx_off.max()) + 1
     for k in prange(n):
         px = np.empty(n_off)
         py = np.empty(n_off)
@@ -225,6 +251,8 @@ def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off,
         others = np.empty(n_off)
         wts = np.empty(n_off)
         fixed_var = np.empty(n_off)
+        gx = np.empty(span)
+        gy = np.empty(span)
         use_img = var_img.shape[0] == h and var_img.shape[1] == w
         cx, cy = centre[k, 0], centre[k, 1]
         # Own rendered contribution (to add back) uses the parameters the model was drawn with.
@@ -290,7 +318,7 @@ def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off,
         x0, y0 = p[0], p[1]
         max_shift = 0.6 * dx_off.max()
         chi2 = _eval(p, px, py, cx, cy, data, others, fixed_var, npix, gain, read_var,
-                     weighted, True, jtj, jtr, n_free, wts)
+                     weighted, True, jtj, jtr, free_idx, wts, gx, gy)
         _fix(jtj, jtr, free)
         lam = 1e-3
         status = 3
@@ -314,8 +342,8 @@ def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off,
                      and abs(trial[0] - x0) <= max_shift and abs(trial[1] - y0) <= max_shift)
             new = np.inf
             if valid:
-                new = _eval(trial, px, py, cx, cy, data, others, fixed_var, npix, gain, read_var,
-                            weighted, False, jtj, jtr, n_free, wts)
+                new = _eval(trial, px, py, cx, cy, data, others, fixed_var, npix, gain,
+                            read_var, weighted, False, jtj, jtr, free_idx, wts, gx, gy)
             if new <= chi2:
                 small = True
                 for i in range(2):
@@ -325,7 +353,7 @@ def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off,
                 for i in range(N_PARAM):
                     p[i] = trial[i]
                 chi2 = _eval(p, px, py, cx, cy, data, others, fixed_var, npix, gain,
-                             read_var, weighted, True, jtj, jtr, n_free, wts)
+                             read_var, weighted, True, jtj, jtr, free_idx, wts, gx, gy)
                 _fix(jtj, jtr, free)
                 lam = max(lam * 0.1, 1e-9)
                 if done:
@@ -394,8 +422,13 @@ def gls_newton(z, vinv, params, active, radius, fisher, levels, sigma_prior, sig
         jac = np.empty(5)
         info = np.zeros(5)   # white-noise information of each parameter (diagonal)
         sum_x = 0.0
+        xa, xb = max(cx - r, 0), min(cx + r + 1, w)
+        gx = np.empty(max(xb - xa, 0))
+        for xx in range(xa, xb):
+            gx[xx - xa] = np.exp(-0.5 * ((xx - x) / sx) ** 2)
         for yy in range(max(cy - r, 0), min(cy + r + 1, h)):
-            for xx in range(max(cx - r, 0), min(cx + r + 1, w)):
+            gyv = np.exp(-0.5 * ((yy - y) / sy) ** 2)
+            for xx in range(xa, xb):
                 if (xx - cx) ** 2 + (yy - cy) ** 2 > radius * radius:
                     continue
                 zz = z[yy, xx]
@@ -404,7 +437,7 @@ def gls_newton(z, vinv, params, active, radius, fisher, levels, sigma_prior, sig
                     continue
                 dx = xx - x
                 dy = yy - y
-                g = np.exp(-0.5 * (dx * dx / (sx * sx) + dy * dy / (sy * sy)))
+                g = gyv * gx[xx - xa]
                 ag = a * g
                 jac[0] = ag * dx / (sx * sx)
                 jac[1] = ag * dy / (sy * sy)
