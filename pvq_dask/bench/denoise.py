@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["bench_denoise", "METHODS"]
+__all__ = ["bench_denoise", "bench_absf_time", "METHODS"]
 
 METHODS = ("raw", "absf", "bm3d", "s2s", "s2sred-fast", "s2sred-paper")
 
@@ -78,7 +78,8 @@ def _run_method(name, image, *, device, seed, n_steps, n_mc, n_threads):
 
 
 def bench_denoise(*, size=256, dose_e_per_A2=50.0, seed=0, methods=METHODS, device="cpu",
-                  out_json=None, n_steps=None, n_mc=None, n_threads=None, case="coreshell"):
+                  out_json=None, n_steps=None, n_mc=None, n_threads=None, case="coreshell",
+                  progress=None, out_npz=None):
     """Benchmark the denoisers on one synthetic frame; returns (and optionally saves) a dict.
 
     Parameters
@@ -101,6 +102,10 @@ def bench_denoise(*, size=256, dose_e_per_A2=50.0, seed=0, methods=METHODS, devi
         ``paper`` schedule); the values used are in each method's ``info``.
     n_threads : int, optional
         Torch CPU threads.
+    progress : callable, optional
+        ``progress(name, row)`` after each method (e.g. to print as results come).
+    out_npz : str or Path, optional
+        Save the frame, its clean image and every method's output (and MC std) there.
 
     Returns
     -------
@@ -122,6 +127,7 @@ def bench_denoise(*, size=256, dose_e_per_A2=50.0, seed=0, methods=METHODS, devi
         "machine": _machine(device),
         "methods": {},
     }
+    arrays = {"image": image, "clean": clean}
     for name in methods:
         t0 = time.perf_counter()
         try:
@@ -138,9 +144,36 @@ def bench_denoise(*, size=256, dose_e_per_A2=50.0, seed=0, methods=METHODS, devi
             rmse = float(np.sqrt(np.mean((den - clean) ** 2)))
             row["std_rms_over_rmse"] = float(np.sqrt(np.mean(std**2)) / rmse)
         out["methods"][name] = row
+        arrays[name] = den
+        if std is not None:
+            arrays[name + "_std"] = std
+        if out_npz is not None:
+            np.savez_compressed(out_npz, **arrays)
+        if progress is not None:
+            progress(name, row)
     if out_json is not None:
         Path(out_json).write_text(json.dumps(out, indent=2, default=str))
     return out
+
+
+def bench_absf_time(*, size=2048, repeats=3, seed=0):
+    """Best-of-``repeats`` wall time (s) of :func:`~pvq_dask.kernels.absf.absf` on a
+    ``size``^2 Poisson frame (acceptance: < 1 s for 2048^2 on CPU).
+
+    Examples
+    --------
+    >>> bench_absf_time(size=64, repeats=1) < 1.0
+    True
+    """
+    from pvq_dask.kernels.absf import absf
+
+    frame = np.random.default_rng(seed).poisson(6.0, (size, size)).astype(np.float64)
+    best = np.inf
+    for _ in range(max(int(repeats), 1)):
+        t0 = time.perf_counter()
+        absf(frame)
+        best = min(best, time.perf_counter() - t0)
+    return float(best)
 
 
 def _machine(device):
@@ -167,21 +200,30 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--n-mc", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="JSON file for the results")
+    ap.add_argument("--npz", default=None, help="npz file for the images")
+    ap.add_argument("--absf-size", type=int, default=2048,
+                    help="also time ABSF on a frame of this side (0: skip)")
     a = ap.parse_args(argv)
-    res = bench_denoise(size=a.size, dose_e_per_A2=a.dose, seed=a.seed,
-                        methods=tuple(a.methods.split(",")), device=a.device,
-                        out_json=a.out, n_steps=a.steps, n_mc=a.n_mc, n_threads=a.threads)
-    for name, row in res["methods"].items():
-        if "error" in row:
-            print(f"{name:14s} skipped: {row['error']}")
-            continue
-        hal = row["halide_rmse_pm"]
-        cal = row.get("std_rms_over_rmse")
-        print(f"{name:14s} PSNR {row['psnr_db']:6.2f} dB  SSIM {row['ssim']:.3f}  "
-              f"{row['time_s']:8.1f} s  halide RMSE "
-              f"{'n/a' if hal is None else f'{hal:.1f} pm'}"
-              f"{'' if cal is None else f'  std/RMSE {cal:.2f}'}")
+    if a.absf_size:
+        print(f"absf {a.absf_size}^2: {bench_absf_time(size=a.absf_size):.3f} s (best of 3)")
+    bench_denoise(size=a.size, dose_e_per_A2=a.dose, seed=a.seed,
+                  methods=tuple(a.methods.split(",")), device=a.device, out_json=a.out,
+                  n_steps=a.steps, n_mc=a.n_mc, n_threads=a.threads, progress=_print_row,
+                  out_npz=a.npz)
+
+
+def _print_row(name, row):
+    if "error" in row:
+        print(f"{name:14s} skipped: {row['error']}", flush=True)
+        return
+    hal = row["halide_rmse_pm"]
+    cal = row.get("std_rms_over_rmse")
+    steps = row["info"].get("steps_run")
+    print(f"{name:14s} PSNR {row['psnr_db']:6.2f} dB  SSIM {row['ssim']:.3f}  "
+          f"{row['time_s']:8.1f} s  halide RMSE {'n/a' if hal is None else f'{hal:.1f} pm'}"
+          f"{'' if cal is None else f'  std/RMSE {cal:.2f}'}"
+          f"{'' if steps is None else f'  steps {steps}'}", flush=True)
 
 
 if __name__ == "__main__":
