@@ -179,8 +179,13 @@ def estimate_column_sigma(image, *, noise=None):
     width = width[ok]
     if not len(width):
         return 2.0
-    # The brightest quarter: atom columns, not the (wider, fainter) grains of the carbon.
-    top = np.argsort(-r["amplitude"][ok])[:max(10, len(width) // 4)]
+    # The strongest quarter of the band-pass response (``best`` is sorted by it): compact
+    # atom columns, not the wider carbon grains, which can win on fitted amplitude alone
+    # when a small particle has fewer columns than the frame has grains.
+    top = np.arange(len(width))[:max(10, len(width) // 4)]
+    # ... and of those the brighter half (the Pb columns) sets the frame's reference width.
+    amp = r["amplitude"][ok][top]
+    top = top[amp >= np.median(amp)]
     return float(np.clip(np.median(width[top]), 0.5, 20.0))
 
 
