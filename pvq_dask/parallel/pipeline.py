@@ -13,7 +13,7 @@ import numpy as np
 
 from pvq_dask.kernels.config import AnalysisConfig
 from pvq_dask.parallel.frame_task import denoise_frame_task, process_frame_task
-from pvq_dask.parallel.scheduler import get_client
+from pvq_dask.parallel.scheduler import client_for
 
 __all__ = ["analyze_store", "summary_line", "record_config"]
 
@@ -68,8 +68,7 @@ def analyze_store(store_path, config=None, *, scheduler="synchronous", frames=No
     cfg_d = cfg.to_dict()
     frames = _frames(store_path, frames)
     path = str(store_path)
-    client, owned = get_client(scheduler)
-    try:
+    with client_for(scheduler) as client:
         if client is None:
             import dask
 
@@ -81,12 +80,6 @@ def analyze_store(store_path, config=None, *, scheduler="synchronous", frames=No
                     progress(i + 1, len(tasks))
         else:
             out = _run_distributed(client, path, frames, cfg, cfg_d, gpu_timeout_s, progress)
-    finally:
-        if owned:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()
     from pvq_dask.parallel.maps import build_maps
 
     if "maps" in cfg.stages and "network" in cfg.stages:

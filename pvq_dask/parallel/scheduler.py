@@ -1,6 +1,8 @@
 """Pick a Dask scheduler: local threads/processes, a LocalCluster, or a remote cluster."""
 
-__all__ = ["get_client", "LOCAL_SCHEDULERS"]
+from contextlib import contextmanager
+
+__all__ = ["get_client", "client_for", "LOCAL_SCHEDULERS"]
 
 LOCAL_SCHEDULERS = ("synchronous", "threads", "processes")
 
@@ -27,3 +29,18 @@ def get_client(scheduler):
         return Client(scheduler), True
     raise ValueError(f"unknown scheduler {scheduler!r}: use one of {LOCAL_SCHEDULERS}, "
                      "'local', an address like tcp://host:8786, or a distributed.Client")
+
+
+@contextmanager
+def client_for(scheduler):
+    """``with client_for(spec) as client:`` -- None for local schedulers; clients (and
+    LocalClusters) this call started are closed on exit, a Client passed in is left open."""
+    client, owned = get_client(scheduler)
+    try:
+        yield client
+    finally:
+        if owned:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()

@@ -21,7 +21,7 @@ from pvq_dask.kernels.config import AnalysisConfig
 from pvq_dask.kernels.register import DRIFT_COLUMNS, DriftFit, estimate_scan_drift, fit_drift
 from pvq_dask.kernels.stats import summarize_octahedra
 from pvq_dask.kernels.track import TRACK_COLUMNS, track_octahedra
-from pvq_dask.parallel.scheduler import get_client
+from pvq_dask.parallel.scheduler import client_for
 
 __all__ = ["analyze_series", "register_frame_task", "format_time_table", "TIME_COLUMNS"]
 
@@ -98,8 +98,7 @@ def _track(octs, image_drift, height, reference, min_matches):
 
 
 def _register(path, group, reference, frames, scheduler):
-    client, owned = get_client(scheduler)
-    try:
+    with client_for(scheduler) as client:
         if client is None:
             import dask
 
@@ -110,12 +109,6 @@ def _register(path, group, reference, frames, scheduler):
             futures = [client.submit(register_frame_task, path, group, reference, t,
                                      pure=False) for t in frames]
             rows = client.gather(futures)
-    finally:
-        if owned:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()
     return pd.DataFrame(list(rows), columns=list(DRIFT_COLUMNS))
 
 
