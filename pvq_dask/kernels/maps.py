@@ -22,15 +22,8 @@ the particle. Edge-excluded octahedra (and cells touching them) are left out by 
 
 import numpy as np
 
-__all__ = [
-    "OCTAHEDRA_MAP_METRICS",
-    "CELL_MAP_METRICS",
-    "err_name",
-    "lattice_spacing",
-    "map_grid",
-    "rasterize_sites",
-    "metric_maps",
-]
+__all__ = ["OCTAHEDRA_MAP_METRICS", "CELL_MAP_METRICS", "err_name", "lattice_spacing",
+           "map_grid", "rasterize_sites", "metric_maps"]
 
 #: Octahedra-table columns mapped by :func:`metric_maps`.
 OCTAHEDRA_MAP_METRICS = ("theta1_deg", "theta2_deg", "theta3_deg", "L1_nm", "L2_nm")
