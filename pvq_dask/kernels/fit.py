@@ -23,24 +23,19 @@ Two stages, both over all columns at once:
    by Gauss-Newton steps over all columns, the inverse covariance applied with FFTs and the
    per-column Hessian from the spectral factors of :class:`~pvq_dask.kernels.crlb.TextureSpectrum`.
    The covariance of every column is that GLS Hessian's inverse, so ``pos_err_px`` includes
-   the texture's contribution and ``(fitted - true) / pos_err`` has unit spread.
+   the texture's contribution and ``(fitted - true) / pos_err`` has unit spread
+   (:mod:`pvq_dask.kernels._gls`).
 """
 
-import warnings
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pvq_dask.kernels._fit import (
-    N_PARAM,
-    STATUS,
-    core_residual,
-    fit_windows,
-    gls_newton,
-    render_model,
-    window_offsets,
-)
-from pvq_dask.kernels.crlb import NoiseModel, estimate_noise_model, estimate_texture_spectrum
+from pvq_dask.kernels._fit import N_PARAM, STATUS, fit_windows, render_model, window_offsets
+from pvq_dask.kernels._gls import MAX_SIGMA_RATIO as _MAX_SIGMA_RATIO
+from pvq_dask.kernels._gls import RENDER_N_SIGMA as _RENDER_N_SIGMA
+from pvq_dask.kernels._gls import gls_refine, median_width, rough_amplitude, texture_estimate
+from pvq_dask.kernels.crlb import NoiseModel, estimate_noise_model
 
 __all__ = ["fit_columns", "FIT_KEYS"]
 
@@ -49,24 +44,13 @@ FIT_KEYS = ("x_px", "y_px", "sigma_x_px", "sigma_y_px", "amplitude", "background
             "x_err_px", "y_err_px", "pos_err_px", "cov", "fit_ok", "n_iter", "residual_frac",
             "chi2_red", "status")
 
-_RENDER_N_SIGMA = 4.0
 _WINDOW_N_SIGMA = 3.0
 _SIGMA_FROM_SPACING = 0.13    # first guess of the column width from the nearest-neighbour gap
-_MAX_SIGMA_RATIO = 2.0        # widths beyond this factor of the frame median are not columns
-_OK_SIGMA_RATIO = 1.35        # ... and beyond this one, not a clean single-column fit
+_OK_SIGMA_RATIO = 1.35        # widths beyond this factor of the median: not a clean fit
 _MIN_PIXEL_FRAC = 0.5         # windows cut by the frame edge keep at least this pixel fraction
-_CORE_DEPTH = 0.3             # column-core mask of the first texture estimate (g > 0.3)
 _NOISE_FLOOR = 1e-6           # noise variance below this fraction of the image's: noise-free
 _GLS_ITER = 4                 # Gauss-Newton iterations (measured: more do not help noisy data)
 _GLS_ITER_NOISE_FREE = 20
-_GLS_MAX_STEP_PX = 0.5        # trust region of one Gauss-Newton position step
-_GLS_TOL_PX = 1e-4            # stop when no position moves more than this
-_GLS_SPECTRUM_AT = (0, 1, 3)  # iterations that re-estimate the texture spectrum
-_RELAX = 0.75
-_SIGMA_PRIOR_FRAC = 0.10     # width prior of the GLS stage, relative to the frame median
-_SAMPLE_STEP = 16             # pixel subsampling for frame-wide quantiles
-_N_TEMPLATES = 6             # white-noise levels of the per-column GLS Fisher templates
-_VAR_SMOOTH_N_SIGMA = 5
 _FREE = {"constant": (1, 1, 1, 1, 1, 1, 0, 0), "plane": (1, 1, 1, 1, 1, 1, 1, 1),
          "texture": (1, 1, 0, 0, 1, 1, 0, 0)}
 _AMPLITUDE_ONLY = np.array((0, 0, 0, 0, 1, 1, 0, 0), dtype=np.bool_)
@@ -143,12 +127,6 @@ def _sane(params, res, sigma_ref):
                 & (width > sigma_ref / _MAX_SIGMA_RATIO))
 
 
-def _median_width(params, mask, default):
-    w = np.sqrt(np.abs(params[mask, 2] * params[mask, 3]))
-    w = w[np.isfinite(w)]
-    return float(np.median(w)) if len(w) else float(default)
-
-
 def _start(xy0, sigma0):
     params = np.zeros((len(xy0), N_PARAM))
     params[:, :2] = xy0
@@ -174,11 +152,11 @@ def _window_rounds(fr, xy0, sigma0, n_rounds, texture=False):
         if texture:
             fr.free = _AMPLITUDE_ONLY if r == 0 else free
         if r:
-            active = _sane(params, res, _median_width(params, res["status"] == 0, sigma0))
+            active = _sane(params, res, median_width(params, res["status"] == 0, sigma0))
             rendered = np.where(active[:, None], params, 0.0)
             model = render_model(fr.image.shape, rendered, active, _RENDER_N_SIGMA)
             if texture:
-                model = model + _texture_estimate(fr.image, model, sigma0, params[:, :2])
+                model = model + texture_estimate(fr.image, model, sigma0, params[:, :2])
                 params[active, 4:6] = np.nan  # restart amplitude/background on new data
             near = active & np.all(np.abs(params[:, :2] - centre) < 0.5 * fr.radius, axis=1)
             centre[near] = np.rint(params[near, :2]).astype(np.int64)
@@ -191,7 +169,7 @@ def _window_rounds(fr, xy0, sigma0, n_rounds, texture=False):
 def _reinitialise(fr, params, res, xy0, sigma0, centre, model, rendered, reject, max_reinit,
                   reinit_px, rng):
     """The paper's rule: refit columns whose core residual exceeds ``reject`` of the peak."""
-    sigma_ref = _median_width(params, res["status"] == 0, sigma0)
+    sigma_ref = median_width(params, res["status"] == 0, sigma0)
     ok = _sane(params, res, sigma_ref) & (res["resid"] <= reject)
     retry = np.nonzero(~ok & ~np.isin(res["status"], (STATUS["nan"], STATUS["few_pixels"])))[0]
     for _ in range(max_reinit):
@@ -224,109 +202,7 @@ def _first_sigma(image, xy0, sigma_px, fr_args):
     pick = np.argsort(-peak)[:200]
     fr = _Frame(image, *fr_args[:2], _WINDOW_N_SIGMA * guess, _FREE["constant"], *fr_args[2:])
     params, res, *_ = _window_rounds(fr, xy0[pick], guess, 1)
-    return float(np.clip(_median_width(params, res["status"] == 0, guess), 0.5, 20.0))
-
-
-def _gls_refine(fr, params, active, n_iter, frozen=None):
-    """Gauss-Newton on the texture-aware GLS objective (see the module docstring).
-
-    ``frozen`` columns are part of the model (so their signal is not taken for texture)
-    but are not refined."""
-    frozen = np.zeros(len(params), bool) if frozen is None else frozen & ~active
-    image = fr.image
-    finite = np.isfinite(image)
-    filled = np.where(finite, image, np.nanmean(image) if finite.any() else 0.0)
-    p = params[:, :5].copy()
-    active = active.copy()
-    sig_med = _median_width(p, active, 1.0)
-    hinv = np.full((len(p), 5, 5), np.nan)
-    spectrum, back, templates, n_done = None, None, None, 0
-    all_finite = bool(finite.all())
-    for it in range(n_iter + 1):
-        cols = render_model(image.shape, _full(p), active | frozen, _RENDER_N_SIGMA)
-        resid = filled - cols
-        level = resid.mean() if all_finite else resid[finite].mean()
-        resid -= level
-        if not all_finite:
-            resid[~finite] = 0.0
-        if back is None or it in _GLS_SPECTRUM_AT:
-            # Weights from the model (columns + background), never from the noisy pixels.
-            if back is None:
-                back = level
-            var = fr.pixel_variance(cols + back)
-            spectrum = estimate_texture_spectrum(resid, mask=finite)
-            # One white level for filter, weights and templates: the noise model's shape,
-            # the residual's own high-frequency level.
-            mean_var = float(np.mean(var if all_finite else var[finite]))
-            var = var * (spectrum.white_power / max(mean_var, 1e-300))
-            vinv = np.where(finite, 1.0 / np.maximum(var, 1e-300), 0.0)
-        texture = spectrum.wiener(resid)
-        back = level + texture
-        if it == n_iter:
-            break
-        z = resid - texture
-        z *= vinv
-        step = np.zeros((len(p), 5))
-        if templates is None or it in _GLS_SPECTRUM_AT:
-            sample = var[finite][::_SAMPLE_STEP]
-            levels = np.geomspace(*np.quantile(sample, [0.01, 0.999]) + [0, 1e-9],
-                                  _N_TEMPLATES)
-            templates = np.stack([np.stack(spectrum.column_fisher(sig_med, white_var=v))
-                                  for v in levels])
-        gls_newton(z, vinv, p, active, fr.radius, templates, levels, sig_med,
-                   _SIGMA_PRIOR_FRAC * sig_med, step, hinv)
-        step[:, :2] = np.clip(step[:, :2], -_GLS_MAX_STEP_PX, _GLS_MAX_STEP_PX)
-        step[:, 2:4] = np.clip(step[:, 2:4], -0.2 * p[:, 2:4], 0.2 * p[:, 2:4])
-        step[:, 4] = np.maximum(step[:, 4], -0.5 * p[:, 4])
-        p[active] += _RELAX * step[active]
-        n_done = it + 1
-        width = np.sqrt(np.abs(p[:, 2] * p[:, 3]))
-        active &= ((p[:, 4] > 0) & np.isfinite(hinv[:, 0, 0])
-                   & (width < _MAX_SIGMA_RATIO * sig_med) & (width > sig_med / _MAX_SIGMA_RATIO))
-        if np.abs(step[active, :2]).max(initial=0.0) < _GLS_TOL_PX:
-            break
-    back = level + texture
-    total = cols + back
-    frac = core_residual(image, total, fr.pixel_variance(total), _full(p), active)
-    return p, hinv, active, back, frac, n_done, spectrum
-
-
-def _texture_estimate(image, cols, sigma, xy):
-    """Background (level + Wiener texture) under the given column model, interpolated into
-    the column cores from around them (normalised convolution): a misplaced column's
-    misfit sits in its core and must not be taken for background."""
-    finite = np.isfinite(image)
-    filled = np.where(finite, image, np.nanmean(image))
-    resid = _minus_mean(filled - cols, finite)
-    spectrum = estimate_texture_spectrum(resid, mask=finite)
-    core = np.zeros((len(xy), N_PARAM))
-    core[:, :2] = xy
-    core[:, 2:4] = sigma
-    core[:, 4] = 1.0
-    weight = np.where(finite, 1.0 - np.clip(
-        render_model(image.shape, core, np.ones(len(xy), np.bool_), 3.0) / _CORE_DEPTH, 0, 1),
-        0.0)
-    smooth = spectrum.wiener(resid * weight) / np.maximum(spectrum.wiener(weight), 0.05)
-    return filled - cols - resid + smooth
-
-
-def _minus_mean(resid, finite):
-    """Residual minus its mean over finite pixels; 0 at non-finite pixels. The smooth
-    background (level and texture alike) is then the Wiener-filtered residual."""
-    mean = resid[finite].mean() if finite.any() else 0.0
-    return np.where(finite, resid - mean, 0.0)
-
-
-def _wiener_counts(spectrum, resid, sq):
-    """Wiener texture estimate in image units from a spectrum of the whitened residual."""
-    scale = 1.0 / np.mean(sq[sq > 0]) if np.any(sq > 0) else 1.0
-    return spectrum.wiener(resid / scale) * scale
-
-
-def _full(p5):
-    full = np.zeros((len(p5), N_PARAM))
-    full[:, :5] = p5
-    return full
+    return float(np.clip(median_width(params, res["status"] == 0, guess), 0.5, 20.0))
 
 
 def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="texture",
@@ -437,15 +313,15 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
                                                           background == "texture")
     _reinitialise(fr, params, res, xy0, sigma0, centre, model, rendered, reject_residual_frac,
                   max_reinit, reinit_px, rng)
-    sigma_ref = _median_width(params, res["status"] == 0, sigma0)
+    sigma_ref = median_width(params, res["status"] == 0, sigma0)
     usable = _sane(params, res, sigma_ref)
     out = _pack_windows(params, res, xy0)
     if background == "texture" and usable.sum() >= 1 and min(image.shape) >= 16:
         frozen = ~usable
         params[frozen, :2] = xy0[frozen]
         params[frozen, 2:4] = sigma_ref
-        params[frozen, 4] = _rough_amplitude(image, xy0[frozen], sigma_ref)
-        p, hinv, active, back, frac, _, _ = _gls_refine(fr, params, usable, n_gls_iter,
+        params[frozen, 4] = rough_amplitude(image, xy0[frozen], sigma_ref)
+        p, hinv, active, back, frac, _, _ = gls_refine(fr, params, usable, n_gls_iter,
                                                         frozen)
         for key, col in (("x_px", 0), ("y_px", 1), ("sigma_x_px", 2), ("sigma_y_px", 3),
                          ("amplitude", 4)):
@@ -469,25 +345,6 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
                          & (width < ratio * ref) & (width > ref / ratio))
     return out
 
-
-def _rough_amplitude(image, xy, sigma):
-    """Peak over the local background from finite pixels only (for columns that cannot be
-    fitted but whose signal must stay in the model)."""
-    if len(xy) == 0:
-        return np.zeros(0)
-    r_in, r_out = 1.0, 3.5 * sigma
-    d = np.arange(-int(np.ceil(r_out)), int(np.ceil(r_out)) + 1)
-    oy, ox = [a.ravel() for a in np.meshgrid(d, d, indexing="ij")]
-    dist = np.hypot(ox, oy)
-    h, w = image.shape
-    px = np.clip(np.rint(xy[:, :1]).astype(np.int64) + ox, 0, w - 1)
-    py = np.clip(np.rint(xy[:, 1:]).astype(np.int64) + oy, 0, h - 1)
-    vals = image[py, px]
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        peak = np.nanmean(np.where(dist <= r_in, vals, np.nan), axis=1)
-        ring = np.nanmedian(np.where(dist >= r_out - 1.0, vals, np.nan), axis=1)
-    return np.nan_to_num(np.clip(peak - ring, 0.0, None))
 
 
 def _pack_windows(params, res, xy0):

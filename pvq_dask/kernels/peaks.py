@@ -18,15 +18,14 @@ Isolated peaks off every lattice (carbon grains, contamination) are dropped.
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.spatial import cKDTree
 
 from pvq_dask.kernels._fit import render_model
+from pvq_dask.kernels._lattice_grow import MIN_LATTICE, grow_lattices
 from pvq_dask.kernels.crlb import NoiseModel, estimate_noise_model, estimate_texture_spectrum
 from pvq_dask.kernels.lattice import estimate_basis
 
 __all__ = ["column_snr", "estimate_column_sigma", "find_columns", "refine_com"]
 
-_MIN_LATTICE = 8              # columns in a lattice component; smaller ones are dropped
 _SEARCH_FRAC = 0.35           # search radius around a predicted site, fraction of the step
 _BASIS_SNR = 4.0              # maxima used to estimate the lattice basis
 _SIGMA_CROP_PX = 768          # central crop used to estimate the column width
@@ -34,9 +33,6 @@ _STRONG_SNR = 5.0             # columns removed before the second texture-spectr
 _CANDIDATE_SNR = 1.0          # weakest maximum a lattice site may take
 _SMOOTH_FRAC = 0.75           # difference of Gaussians (in column widths) whose maxima we take
 _SURROUND_FRAC = 3.0
-_CS_EDGE_SNR = 2.0            # an A site with only two Pb corners (surface) needs this SNR
-_PB_CONTRAST = 1.3            # the Pb sublattice's median SNR over the other sites'
-_PB_EXTEND = 2                # passes of Pb-sublattice extension beyond the grown lattice
 
 
 def _filled(image):
@@ -214,125 +210,6 @@ def _local_maxima(snr, finite, min_distance_px, floor, border):
     return np.c_[xs + dx, ys + dy], c
 
 
-_MOVES = ((1, 0), (-1, 0), (0, 1), (0, -1))
-_DIAG = ((1, 1), (1, -1), (-1, 1), (-1, -1))
-
-
-class _Probe:
-    """Best candidate (by SNR) within a disc around a predicted site."""
-
-    def __init__(self, xy, snr, radius_px):
-        self.xy, self.snr, self.radius = xy, snr, radius_px
-        self.tree = cKDTree(xy) if len(xy) else None
-
-    def __call__(self, pred):
-        if self.tree is None:
-            return pred, -np.inf
-        near = self.tree.query_ball_point(pred, self.radius)
-        if not near:
-            return pred, -np.inf
-        k = max(near, key=lambda i: self.snr[i])
-        return self.xy[k], float(self.snr[k])
-
-
-def _grow(probe, seed_xy, steps, thresholds):
-    """Grow one lattice from a seed. Returns ``(i, j) -> (position, snr, real)``; a site is
-    real when a maximum passed its threshold, virtual (enclosed, placed at its prediction)
-    otherwise. Only real sites vouch for their neighbours."""
-    t_edge, t_corner, t_inside = thresholds
-    pos, val = probe(seed_xy)
-    sites = {(0, 0): (pos, val, True)}
-    queue = list(_MOVES)
-    while queue:
-        site = queue.pop()
-        if site in sites:
-            continue
-        have = [m for m in _MOVES
-                if sites.get((site[0] - m[0], site[1] - m[1]), (0, 0, False))[2]]
-        if not have:
-            continue
-        pred = np.mean([sites[(site[0] - m[0], site[1] - m[1])][0] + m[0] * steps[0]
-                        + m[1] * steps[1] for m in have], axis=0)
-        enclosed = len(have) >= 3 or any((-m[0], -m[1]) in have for m in have)
-        need = t_inside if enclosed else (t_corner if len(have) == 2 else t_edge)
-        pos, val = probe(pred)
-        if val >= need:
-            sites[site] = (pos, val, True)
-            queue.extend((site[0] + m[0], site[1] + m[1]) for m in _MOVES)
-        elif enclosed:
-            sites[site] = (pred, val, False)
-    return sites
-
-
-def _complete(sites, probe, steps, t_pb, t_cs_edge, t_inside):
-    """Perovskite rules on one grown lattice, in place.
-
-    The site parity with the strongest maxima is the Pb sublattice. Pb sites need ``t_pb``
-    (carbon grains on Pb positions are dropped); every Pb keeps its four equatorial halides
-    (PbX6 octahedra are complete: a halide's best maximum needs ``t_inside``, else it is placed
-    at its prediction and left to the fit); an A site (Cs) needs two Pb corners (and
-    ``t_cs_edge``) or three; halide and A sites without a Pb are dropped.
-    """
-    med = {}
-    for (i, j), (_, v, real) in sites.items():
-        if real:
-            med.setdefault((i % 2, j % 2), []).append(v)
-    if not med:
-        return
-    pb = max(med, key=lambda c: np.median(med[c]) if len(med[c]) >= 3 else -np.inf)
-    rest = [v for c, vals in med.items() if c != pb for v in vals]
-    if not rest or np.median(med[pb]) < _PB_CONTRAST * np.median(rest):
-        return  # no sublattice stands out: not a perovskite-like contrast, leave as grown
-
-    def kind(site):
-        di, dj = (site[0] - pb[0]) % 2, (site[1] - pb[1]) % 2
-        return "Pb" if di == dj == 0 else ("Cs" if di == dj == 1 else "X")
-
-    for site in [s for s in sites if kind(s) == "Pb"]:
-        if not sites[site][2] or sites[site][1] < t_pb:
-            del sites[site]
-    for _ in range(_PB_EXTEND):
-        # The outermost Pb of a thin margin may have missed the growth thresholds: a Pb
-        # sublattice site next to a Pb needs only t_pb.
-        pbs = {s: v[0] for s, v in sites.items() if kind(s) == "Pb"}
-        for (i, j), p in pbs.items():
-            for m in _MOVES:
-                site = (i + 2 * m[0], j + 2 * m[1])
-                if site not in sites:
-                    pos, val = probe(p + 2 * m[0] * steps[0] + 2 * m[1] * steps[1])
-                    if val >= t_pb:
-                        sites[site] = (pos, val, True)
-    pbs = {s: v[0] for s, v in sites.items() if kind(s) == "Pb"}
-    for site in [s for s in sites if kind(s) != "Pb"]:
-        if kind(site) == "X" and not any((site[0] + m[0], site[1] + m[1]) in pbs
-                                         for m in _MOVES):
-            del sites[site]
-    for (i, j), p in pbs.items():
-        for m in _MOVES:
-            site = (i + m[0], j + m[1])
-            if site in sites:
-                continue
-            other = pbs.get((i + 2 * m[0], j + 2 * m[1]))
-            pred = (0.5 * (p + other) if other is not None
-                    else p + m[0] * steps[0] + m[1] * steps[1])
-            pos, val = probe(pred)
-            if val >= t_inside:
-                sites[site] = (pos, val, True)
-            else:  # the octahedron is complete: the fit will find its weak halide
-                sites[site] = (pred, val, False)
-    for site in {(i + d[0], j + d[1]) for (i, j) in pbs for d in _DIAG} | {
-            s for s in sites if kind(s) == "Cs"}:
-        corners = [pbs[(site[0] + d[0], site[1] + d[1])] - d[0] * steps[0] - d[1] * steps[1]
-                   for d in _DIAG if (site[0] + d[0], site[1] + d[1]) in pbs]
-        if len(corners) < 2:
-            sites.pop(site, None)
-            continue
-        if site not in sites:
-            pos, val = probe(np.mean(corners, axis=0))
-            if val >= (t_inside if len(corners) >= 3 else t_cs_edge):
-                sites[site] = (pos, val, True)
-
-
 def find_columns(image, *, min_distance_px=3, sigma_px=None, threshold=6.0,
                  threshold_edge=4.5, threshold_corner=3.0, threshold_inside=1.0,
                  threshold_pb=3.5, mask=None,
@@ -358,7 +235,8 @@ def find_columns(image, *, min_distance_px=3, sigma_px=None, threshold=6.0,
         Grow the crystal lattice from the seeds (module docstring); False returns the plain
         local maxima above ``threshold``.
     perovskite : bool
-        Apply the [001] perovskite rules to each grown lattice (:func:`_complete`): Pb
+        Apply the [001] perovskite rules to each grown lattice
+        (:mod:`pvq_dask.kernels._lattice_grow`): Pb
         sublattice = the brightest site parity, complete PbX6 octahedra, A sites with at
         least two Pb corners, nothing without a Pb neighbour.
     noise : NoiseModel, optional
@@ -402,7 +280,7 @@ def find_columns(image, *, min_distance_px=3, sigma_px=None, threshold=6.0,
     val = ndi.maximum_filter(snr, size=3)[ij[:, 1], ij[:, 0]]
     xy, val = xy[val >= floor], val[val >= floor]
     strong = val >= threshold
-    if not lattice or strong.sum() < _MIN_LATTICE:
+    if not lattice or strong.sum() < MIN_LATTICE:
         return xy[strong]
     try:
         u, v = estimate_basis(xy[val >= min(_BASIS_SNR, threshold)])
@@ -410,27 +288,10 @@ def find_columns(image, *, min_distance_px=3, sigma_px=None, threshold=6.0,
         return xy[strong]
     steps = (0.5 * u, 0.5 * v)
     search = _SEARCH_FRAC * float(np.linalg.norm(steps[0]))
-    probe = _Probe(xy, val, search)
-    covered = np.zeros(len(xy), dtype=bool)
-    tree = cKDTree(xy)
-    comps = []
-    for seed in np.nonzero(strong)[0][np.argsort(-val[strong])]:
-        if covered[seed]:
-            continue
-        sites = _grow(probe, xy[seed], steps, (threshold_edge, threshold_corner,
-                                               threshold_inside))
-        pts = np.array([p for p, _, _ in sites.values()])
-        for near in tree.query_ball_point(pts, search):
-            covered[near] = True
-        covered[seed] = True
-        if len(sites) < _MIN_LATTICE:
-            continue
-        if perovskite:
-            _complete(sites, probe, steps, threshold_pb, _CS_EDGE_SNR, threshold_inside)
-        comps.append(sites)
-    grown = np.array([p for sites in comps for p, _, _ in sites.values()]).reshape(-1, 2)
-    if len(grown) > 1:  # overlapping lattices (a seed inside an earlier one): keep one copy
-        grown = grown[_first_unique(grown, min_distance_px + 0.5)]
+    grown = grow_lattices(xy, val, strong, steps, search,
+                          (threshold_edge, threshold_corner, threshold_inside),
+                          threshold_pb=threshold_pb, perovskite=perovskite,
+                          merge_px=min_distance_px + 0.5)
     if len(grown) == 0:
         return grown
     h, w = filled.shape
@@ -440,15 +301,6 @@ def find_columns(image, *, min_distance_px=3, sigma_px=None, threshold=6.0,
     ij = np.clip(np.rint(grown).astype(np.int64), 0, [w - 1, h - 1])
     keep &= allowed[ij[:, 1], ij[:, 0]]
     return grown[keep]
-
-
-def _first_unique(xy, radius):
-    """Indices of points not within ``radius`` of an earlier point."""
-    keep = np.ones(len(xy), dtype=bool)
-    for i, j in sorted(cKDTree(xy).query_pairs(radius)):
-        if keep[i]:
-            keep[j] = False
-    return np.nonzero(keep)[0]
 
 
 def refine_com(image, xy, *, radius_px=3.0, n_iter=5):

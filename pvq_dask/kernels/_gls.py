@@ -1,0 +1,154 @@
+"""Texture-aware refinement of the column fit (stage 2 of :mod:`pvq_dask.kernels.fit`).
+
+Amorphous carbon under and around the columns is a smooth random texture whose power overlaps
+the columns' own spatial frequencies. Its power spectrum is estimated from the residual (image
+minus all columns) and the generalised least-squares objective ``r^T (V + C)^-1 r`` (V: shot
++ read noise, C: texture covariance) is minimised by Gauss-Newton steps over all columns, the
+inverse covariance applied with FFTs and the per-column Hessian from the spectral factors of
+:class:`~pvq_dask.kernels.crlb.TextureSpectrum` (kernels in :mod:`pvq_dask.kernels._gls_kernels`).
+"""
+
+import warnings
+
+import numpy as np
+
+from pvq_dask.kernels._fit import N_PARAM, render_model
+from pvq_dask.kernels._gls_kernels import core_residual, gls_newton
+from pvq_dask.kernels.crlb import estimate_texture_spectrum
+
+__all__ = ["full_params", "gls_refine", "median_width", "rough_amplitude", "texture_estimate"]
+
+RENDER_N_SIGMA = 4.0
+MAX_SIGMA_RATIO = 2.0         # widths beyond this factor of the frame median are not columns
+_CORE_DEPTH = 0.3             # column-core mask of the first texture estimate (g > 0.3)
+_GLS_MAX_STEP_PX = 0.5        # trust region of one Gauss-Newton position step
+_GLS_TOL_PX = 1e-4            # stop when no position moves more than this
+_GLS_SPECTRUM_AT = (0, 1, 3)  # iterations that re-estimate the texture spectrum
+_RELAX = 0.75
+_SIGMA_PRIOR_FRAC = 0.10      # width prior of the GLS stage, relative to the frame median
+_SAMPLE_STEP = 16             # pixel subsampling for frame-wide quantiles
+_N_TEMPLATES = 6              # white-noise levels of the per-column GLS Fisher templates
+
+
+def median_width(params, mask, default):
+    """Median column width sqrt(sigma_x sigma_y) over ``mask`` (``default`` if none)."""
+    w = np.sqrt(np.abs(params[mask, 2] * params[mask, 3]))
+    w = w[np.isfinite(w)]
+    return float(np.median(w)) if len(w) else float(default)
+
+
+def full_params(p5):
+    """(n, 5) parameters -> (n, N_PARAM) with zero background terms."""
+    full = np.zeros((len(p5), N_PARAM))
+    full[:, :5] = p5
+    return full
+
+
+def gls_refine(fr, params, active, n_iter, frozen=None):
+    """Gauss-Newton on the texture-aware GLS objective (see the module docstring).
+
+    ``frozen`` columns are part of the model (so their signal is not taken for texture)
+    but are not refined."""
+    frozen = np.zeros(len(params), bool) if frozen is None else frozen & ~active
+    image = fr.image
+    finite = np.isfinite(image)
+    filled = np.where(finite, image, np.nanmean(image) if finite.any() else 0.0)
+    p = params[:, :5].copy()
+    active = active.copy()
+    sig_med = median_width(p, active, 1.0)
+    hinv = np.full((len(p), 5, 5), np.nan)
+    spectrum, back, templates, n_done = None, None, None, 0
+    all_finite = bool(finite.all())
+    for it in range(n_iter + 1):
+        cols = render_model(image.shape, full_params(p), active | frozen, RENDER_N_SIGMA)
+        resid = filled - cols
+        level = resid.mean() if all_finite else resid[finite].mean()
+        resid -= level
+        if not all_finite:
+            resid[~finite] = 0.0
+        if back is None or it in _GLS_SPECTRUM_AT:
+            # Weights from the model (columns + background), never from the noisy pixels.
+            if back is None:
+                back = level
+            var = fr.pixel_variance(cols + back)
+            spectrum = estimate_texture_spectrum(resid, mask=finite)
+            # One white level for filter, weights and templates: the noise model's shape,
+            # the residual's own high-frequency level.
+            mean_var = float(np.mean(var if all_finite else var[finite]))
+            var = var * (spectrum.white_power / max(mean_var, 1e-300))
+            vinv = np.where(finite, 1.0 / np.maximum(var, 1e-300), 0.0)
+        texture = spectrum.wiener(resid)
+        back = level + texture
+        if it == n_iter:
+            break
+        z = resid - texture
+        z *= vinv
+        step = np.zeros((len(p), 5))
+        if templates is None or it in _GLS_SPECTRUM_AT:
+            sample = var[finite][::_SAMPLE_STEP]
+            levels = np.geomspace(*np.quantile(sample, [0.01, 0.999]) + [0, 1e-9],
+                                  _N_TEMPLATES)
+            templates = np.stack([np.stack(spectrum.column_fisher(sig_med, white_var=v))
+                                  for v in levels])
+        gls_newton(z, vinv, p, active, fr.radius, templates, levels, sig_med,
+                   _SIGMA_PRIOR_FRAC * sig_med, step, hinv)
+        step[:, :2] = np.clip(step[:, :2], -_GLS_MAX_STEP_PX, _GLS_MAX_STEP_PX)
+        step[:, 2:4] = np.clip(step[:, 2:4], -0.2 * p[:, 2:4], 0.2 * p[:, 2:4])
+        step[:, 4] = np.maximum(step[:, 4], -0.5 * p[:, 4])
+        p[active] += _RELAX * step[active]
+        n_done = it + 1
+        width = np.sqrt(np.abs(p[:, 2] * p[:, 3]))
+        active &= ((p[:, 4] > 0) & np.isfinite(hinv[:, 0, 0])
+                   & (width < MAX_SIGMA_RATIO * sig_med) & (width > sig_med / MAX_SIGMA_RATIO))
+        if np.abs(step[active, :2]).max(initial=0.0) < _GLS_TOL_PX:
+            break
+    back = level + texture
+    total = cols + back
+    frac = core_residual(image, total, fr.pixel_variance(total), full_params(p), active)
+    return p, hinv, active, back, frac, n_done, spectrum
+
+
+def texture_estimate(image, cols, sigma, xy):
+    """Background (level + Wiener texture) under the given column model, interpolated into
+    the column cores from around them (normalised convolution): a misplaced column's
+    misfit sits in its core and must not be taken for background."""
+    finite = np.isfinite(image)
+    filled = np.where(finite, image, np.nanmean(image))
+    resid = _minus_mean(filled - cols, finite)
+    spectrum = estimate_texture_spectrum(resid, mask=finite)
+    core = np.zeros((len(xy), N_PARAM))
+    core[:, :2] = xy
+    core[:, 2:4] = sigma
+    core[:, 4] = 1.0
+    weight = np.where(finite, 1.0 - np.clip(
+        render_model(image.shape, core, np.ones(len(xy), np.bool_), 3.0) / _CORE_DEPTH, 0, 1),
+        0.0)
+    smooth = spectrum.wiener(resid * weight) / np.maximum(spectrum.wiener(weight), 0.05)
+    return filled - cols - resid + smooth
+
+
+def _minus_mean(resid, finite):
+    """Residual minus its mean over finite pixels; 0 at non-finite pixels. The smooth
+    background (level and texture alike) is then the Wiener-filtered residual."""
+    mean = resid[finite].mean() if finite.any() else 0.0
+    return np.where(finite, resid - mean, 0.0)
+
+
+def rough_amplitude(image, xy, sigma):
+    """Peak over the local background from finite pixels only (for columns that cannot be
+    fitted but whose signal must stay in the model)."""
+    if len(xy) == 0:
+        return np.zeros(0)
+    r_in, r_out = 1.0, 3.5 * sigma
+    d = np.arange(-int(np.ceil(r_out)), int(np.ceil(r_out)) + 1)
+    oy, ox = [a.ravel() for a in np.meshgrid(d, d, indexing="ij")]
+    dist = np.hypot(ox, oy)
+    h, w = image.shape
+    px = np.clip(np.rint(xy[:, :1]).astype(np.int64) + ox, 0, w - 1)
+    py = np.clip(np.rint(xy[:, 1:]).astype(np.int64) + oy, 0, h - 1)
+    vals = image[py, px]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        peak = np.nanmean(np.where(dist <= r_in, vals, np.nan), axis=1)
+        ring = np.nanmedian(np.where(dist >= r_out - 1.0, vals, np.nan), axis=1)
+    return np.nan_to_num(np.clip(peak - ring, 0.0, None))
