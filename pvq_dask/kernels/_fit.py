@@ -36,11 +36,14 @@ def window_offsets(radius_px):
     return xx[keep].astype(np.int64), yy[keep].astype(np.int64)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def render_model(shape, params, active, n_sigma):
     """Sum of the Gaussian parts (no background) of the active columns, (H, W) float64.
 
-    Parallel over bands of rows; each band draws every column that reaches into it.
+    Drawn band by band of rows (each band draws every column that reaches into it). Serial:
+    the work is a few multiply-adds per pixel, less than a parallel region's start-up and
+    far less than its barrier on a loaded machine (measured 1 ms serial vs 23 ms parallel,
+    1307 columns, 1024^2, 2 busy cores).
     """
     h, w = shape
     out = np.zeros((h, w))
@@ -57,7 +60,7 @@ def render_model(shape, params, active, n_sigma):
     ys = cyk[order]
     band = 16
     n_band = (h + band - 1) // band
-    for b in prange(n_band):
+    for b in range(n_band):
         y0 = b * band
         y1 = min(y0 + band, h)
         lo = np.searchsorted(ys, y0 - rmax)

@@ -88,8 +88,7 @@ def gls_refine(fr, params, active, n_iter, frozen=None):
             sample = var[finite][::_SAMPLE_STEP]
             levels = np.geomspace(*np.quantile(sample, [0.01, 0.999]) + [0, 1e-9],
                                   _N_TEMPLATES)
-            templates = np.stack([np.stack(spectrum.column_fisher(sig_med, white_var=v))
-                                  for v in levels])
+            templates = spectrum.column_fisher_levels(sig_med, levels)
         gls_newton(z, vinv, p, active, fr.radius, templates, levels, sig_med,
                    _SIGMA_PRIOR_FRAC * sig_med, step, hinv)
         step[:, :2] = np.clip(step[:, :2], -_GLS_MAX_STEP_PX, _GLS_MAX_STEP_PX)

@@ -196,22 +196,36 @@ class TextureSpectrum:
         Parameter order x, y, sigma_x, sigma_y, amplitude. Computed as Fourier-domain inner
         products of the column's parameter derivatives (Parseval), on an ``n_grid`` grid.
         """
-        k1 = np.fft.fftfreq(n_grid) * 2 * np.pi
-        kx, ky = np.meshgrid(k1, k1, indexing="xy")
-        s = float(sigma_px)
-        g = 2 * np.pi * s * s * np.exp(-0.5 * (kx**2 + ky**2) * s * s)
-        # Derivatives of the transform; position ones are imaginary (i k g), kept as k g.
-        jac = np.stack([kx * g, ky * g, g * (1.0 / s - kx**2 * s), g * (1.0 / s - ky**2 * s),
-                        g]).reshape(5, -1)
         n = self.white_power if white_var is None else float(white_var)
-        weight = n / (n + self.texture_at(np.hypot(kx, ky)))
+        return tuple(self.column_fisher_levels(sigma_px, [n], n_grid=n_grid)[0])
+
+    def column_fisher_levels(self, sigma_px, white_vars, *, n_grid=256):
+        """:meth:`column_fisher` for several white-noise variances at once: (L, 2, 5, 5)."""
+        jac, kr = _fisher_basis(float(sigma_px), int(n_grid))
+        s_k = self.texture_at(kr)
+        out = np.empty((len(white_vars), 2, 5, 5))
         white = jac @ jac.T / n_grid**2
-        gls = (jac * weight.ravel()) @ jac.T / n_grid**2
-        for f in (white, gls):  # position is orthogonal to width and amplitude by symmetry
-            f[:2, 2:] = 0.0
-            f[2:, :2] = 0.0
-            f[0, 1] = f[1, 0] = 0.0
-        return white, gls
+        for i, n in enumerate(white_vars):
+            out[i, 0] = white
+            out[i, 1] = (jac * (n / (n + s_k))) @ jac.T / n_grid**2
+        # Position is orthogonal to width and amplitude by symmetry.
+        out[:, :, :2, 2:] = 0.0
+        out[:, :, 2:, :2] = 0.0
+        out[:, :, 0, 1] = out[:, :, 1, 0] = 0.0
+        return out
+
+
+@functools.lru_cache(maxsize=8)
+def _fisher_basis(sigma_px, n_grid):
+    """Fourier-domain parameter derivatives (5, n_grid^2) of a unit Gaussian column and |k|."""
+    k1 = np.fft.fftfreq(n_grid) * 2 * np.pi
+    kx, ky = np.meshgrid(k1, k1, indexing="xy")
+    s = sigma_px
+    g = 2 * np.pi * s * s * np.exp(-0.5 * (kx**2 + ky**2) * s * s)
+    # Derivatives of the transform; position ones are imaginary (i k g), kept as k g.
+    jac = np.stack([kx * g, ky * g, g * (1.0 / s - kx**2 * s), g * (1.0 / s - ky**2 * s),
+                    g]).reshape(5, -1)
+    return jac, np.hypot(kx, ky).ravel()
 
 @functools.lru_cache(maxsize=4)
 def _radial_k(shape):
