@@ -149,3 +149,17 @@ def test_tiff_input_through_the_cli(series, tmp_path):
                  "--pixel-size-nm", "0.0168"])
     assert code == 0
     assert len(open_result(tmp_path / "noise.pvq").octahedra) == 0
+
+
+def test_s2sred_stage_writes_mean_and_std(series, tmp_path):
+    pytest.importorskip("torch")
+    _, path = series
+    out = _ingest(path, tmp_path / "s2s.pvq")
+    cfg = AnalysisConfig(denoise="s2sred", denoise_profile="test", stages=("atoms",))
+    analyze_store(out, cfg, frames=[0])
+    store = ResultStore.open(out)
+    assert store.done("denoise").tolist() == [True, False]
+    mean, std = store.read_frame("denoised", 0), store.read_frame("denoised", 0, name="std")
+    assert np.isfinite(mean).all() and (std > 0).all()
+    assert (tmp_path / "s2s.pvq" / "checkpoints").is_dir()     # a retried task resumes
+    assert len(open_result(out).atoms) > 50
