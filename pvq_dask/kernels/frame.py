@@ -23,7 +23,8 @@ from pvq_dask.kernels.peaks import find_columns, refine_com
 from pvq_dask.kernels.schema import ATOM_COLUMNS, CELL_COLUMNS, OCTAHEDRA_COLUMNS, SPECIES
 from pvq_dask.kernels.sofs import sofs
 
-__all__ = ["FrameResult", "analyze_frame", "empty_table", "particle_support"]
+__all__ = ["FrameResult", "analyze_frame", "atoms_table", "drop_duplicates", "empty_table",
+           "network_tables", "particle_support"]
 
 
 def empty_table(columns):
@@ -44,7 +45,7 @@ class FrameResult:
     basis_px: np.ndarray | None = None
 
 
-def _drop_duplicates(fit):
+def drop_duplicates(fit):
     """Merge fits closer than a third of the column spacing (one column found twice)."""
     xy = np.c_[fit["x_px"], fit["y_px"]]
     ok = np.isfinite(xy).all(axis=1)
@@ -74,7 +75,7 @@ def _stage(name, timings, peaks):
         peaks[name] = tracemalloc.get_traced_memory()[1] / 1e6
 
 
-def _atoms_table(fit, species, conf, frame, pixel_size_nm):
+def atoms_table(fit, species, conf, frame, pixel_size_nm):
     n = len(fit["x_px"])
     return pd.DataFrame({
         "frame": np.full(n, frame, dtype=np.int64),
@@ -163,12 +164,12 @@ def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
         fit = fit_columns(image, xy0, noise=noise, rng=np.random.default_rng(cfg.seed),
                           reject_residual_frac=cfg.reject_residual_frac, tol=cfg.fit_tol)
     with _stage("classify", t, mem):
-        fit = _drop_duplicates(fit)
+        fit = drop_duplicates(fit)
         xy = np.c_[fit["x_px"], fit["y_px"]]
         sigma = 0.5 * (np.asarray(fit["sigma_x_px"]) + np.asarray(fit["sigma_y_px"]))
         species, conf = classify_columns(xy, fit["amplitude"], sigma,
                                          method=cfg.classify_method)
-    result = FrameResult(atoms=_atoms_table(fit, species, conf, frame, pixel_size_nm),
+    result = FrameResult(atoms=atoms_table(fit, species, conf, frame, pixel_size_nm),
                          octahedra=empty.octahedra, cells=empty.cells, timings_s=t, peak_mb=mem)
     if "network" not in stages:
         return result
@@ -180,19 +181,29 @@ def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
         result.message = found.message
     if found.network.n_octahedra == 0:
         return result
-    # SOFS labels are final; the classifier's confidence stands where both agree.
-    agree = species == found.species
-    final_conf = np.where(agree, conf, 0.5)
-    final_conf[found.species == SPECIES.index("unassigned")] = 0.0
-    result.atoms["species"] = np.array(SPECIES, dtype=object)[found.species]
-    result.atoms["species_conf"] = final_conf
     with _stage("metrics", t, mem):
-        octs = pd.DataFrame(octahedra_metrics(xy, found.network, pixel_size_nm=pixel_size_nm,
-                                              cov=fit["cov"], shell_width_uc=cfg.shell_width_uc))
-        octs.insert(0, "frame", frame)
-        cells = pd.DataFrame(cell_metrics(xy, found.network, pixel_size_nm=pixel_size_nm,
-                                          cov=fit["cov"]))
-        cells.insert(0, "frame", frame)
+        network_tables(result, fit, species, conf, found.species, found.network,
+                       pixel_size_nm=pixel_size_nm, shell_width_uc=cfg.shell_width_uc,
+                       frame=frame)
+    return result
+
+
+def network_tables(result, fit, species, conf, found_species, network, *, pixel_size_nm,
+                   shell_width_uc, frame):
+    """Make SOFS's species final and fill ``result``'s octahedra and cells tables.
+
+    The classifier's confidence stands where it agrees with SOFS, 0.5 where they disagree
+    and 0 for unassigned columns. Shared by the whole-frame and the tiled paths.
+    """
+    xy = np.c_[fit["x_px"], fit["y_px"]]
+    final_conf = np.where(species == found_species, conf, 0.5)
+    final_conf[found_species == SPECIES.index("unassigned")] = 0.0
+    result.atoms["species"] = np.array(SPECIES, dtype=object)[found_species]
+    result.atoms["species_conf"] = final_conf
+    octs = pd.DataFrame(octahedra_metrics(xy, network, pixel_size_nm=pixel_size_nm,
+                                          cov=fit["cov"], shell_width_uc=shell_width_uc))
+    octs.insert(0, "frame", frame)
+    cells = pd.DataFrame(cell_metrics(xy, network, pixel_size_nm=pixel_size_nm, cov=fit["cov"]))
+    cells.insert(0, "frame", frame)
     result.octahedra = octs[list(OCTAHEDRA_COLUMNS)]
     result.cells = cells
-    return result

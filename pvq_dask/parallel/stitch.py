@@ -18,20 +18,23 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from pvq_dask.kernels._sofs_assemble import build_network
 from pvq_dask.kernels._sofs_search import halide_likeness
 from pvq_dask.kernels.classify import classify_columns
 from pvq_dask.kernels.config import AnalysisConfig
-from pvq_dask.kernels.frame import FrameResult, _atoms_table, _drop_duplicates, empty_table
+from pvq_dask.kernels.frame import (
+    FrameResult,
+    atoms_table,
+    drop_duplicates,
+    empty_table,
+    network_tables,
+)
 from pvq_dask.kernels.lattice import estimate_basis
-from pvq_dask.kernels.metrics import cell_metrics, octahedra_metrics
 from pvq_dask.kernels.schema import (
     ATOM_COLUMNS,
     CELL_COLUMNS,
     OCTAHEDRA_COLUMNS,
-    SPECIES,
     SPECIES_CODE,
 )
 from pvq_dask.kernels.sofs import UNSET, sofs
@@ -270,23 +273,6 @@ def _sofs_tiled(xy, amp, fit_ok, layout, owner, *, halo_px, options, compute):
     return net, species, "; ".join(notes)
 
 
-def _network_tables(result, fit, species_cls, conf, found_species, net, *, pixel_size_nm,
-                    shell_width_uc, frame):
-    """Final species and confidence, octahedra and cells tables (as ``analyze_frame``)."""
-    xy = np.c_[fit["x_px"], fit["y_px"]]
-    final_conf = np.where(species_cls == found_species, conf, 0.5)
-    final_conf[found_species == SPECIES_CODE["unassigned"]] = 0.0
-    result.atoms["species"] = np.array(SPECIES, dtype=object)[found_species]
-    result.atoms["species_conf"] = final_conf
-    octs = pd.DataFrame(octahedra_metrics(xy, net, pixel_size_nm=pixel_size_nm, cov=fit["cov"],
-                                          shell_width_uc=shell_width_uc))
-    octs.insert(0, "frame", frame)
-    cells = pd.DataFrame(cell_metrics(xy, net, pixel_size_nm=pixel_size_nm, cov=fit["cov"]))
-    cells.insert(0, "frame", frame)
-    result.octahedra = octs[list(OCTAHEDRA_COLUMNS)]
-    result.cells = cells
-
-
 def analyze_frame_tiled(image, *, pixel_size_nm, config=None, tile_px=512, scheduler="threads",
                         frame=0, image_std=None, stages=None, fit_options=None,
                         network="global", sofs_halo_uc=_SOFS_HALO_UC, kernel_threads=None,
@@ -346,13 +332,13 @@ def analyze_frame_tiled(image, *, pixel_size_nm, config=None, tile_px=512, sched
         empty.message = "no atom columns found"
         return empty
     t0 = time.perf_counter()
-    fit = _drop_duplicates(fit)
+    fit = drop_duplicates(fit)
     xy = np.c_[fit["x_px"], fit["y_px"]]
     amp = np.asarray(fit["amplitude"], float)
     sigma = 0.5 * (np.asarray(fit["sigma_x_px"]) + np.asarray(fit["sigma_y_px"]))
     species, conf = classify_columns(xy, amp, sigma, method=cfg.classify_method)
     t["classify"] = time.perf_counter() - t0
-    result = FrameResult(atoms=_atoms_table(fit, species, conf, frame, pixel_size_nm),
+    result = FrameResult(atoms=atoms_table(fit, species, conf, frame, pixel_size_nm),
                          octahedra=empty.octahedra, cells=empty.cells, timings_s=t)
     if "network" not in stages:
         return result
@@ -378,7 +364,7 @@ def analyze_frame_tiled(image, *, pixel_size_nm, config=None, tile_px=512, sched
     if net.n_octahedra == 0:
         return result
     t0 = time.perf_counter()
-    _network_tables(result, fit, species, conf, found_species, net, pixel_size_nm=pixel_size_nm,
+    network_tables(result, fit, species, conf, found_species, net, pixel_size_nm=pixel_size_nm,
                     shell_width_uc=cfg.shell_width_uc, frame=frame)
     t["metrics"] = time.perf_counter() - t0
     return result
