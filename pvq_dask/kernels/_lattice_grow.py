@@ -14,6 +14,12 @@ MIN_LATTICE = 8              # columns in a lattice component; smaller ones are 
 _CS_EDGE_SNR = 2.0            # an A site with only two Pb corners (surface) needs this SNR
 _PB_CONTRAST = 1.3            # the Pb sublattice's median SNR over the other sites'
 _PB_EXTEND = 2                # passes of Pb-sublattice extension beyond the grown lattice
+# A site predicted from a translation-equivalent site (same sublattice, same octahedral-tilt
+# displacement) is known to this fraction of the nearest-site step (px per axis): the
+# tilt displacement of a halide (~a_pc/2 tan(theta), 3-4 px at 0.0168 nm/px) is in the
+# prediction, so the search can be tighter and prefer maxima near it.
+_TRANSLATED_SIGMA_FRAC = 0.1
+_TRANSLATED_SEARCH_FRAC = 0.6  # of the general search radius
 
 
 def grow_lattices(xy, val, strong, steps, search, thresholds, *, threshold_pb, perovskite,
@@ -52,23 +58,54 @@ def grow_lattices(xy, val, strong, steps, search, thresholds, *, threshold_pb, p
 
 _MOVES = ((1, 0), (-1, 0), (0, 1), (0, -1))
 _DIAG = ((1, 1), (1, -1), (-1, 1), (-1, -1))
+# Translations (in nearest-site steps) of the orthorhombic [001] Pbnm cell: they map every
+# site onto one of the same sublattice with the same tilt displacement (the halide shifts
+# alternate from one Pb-Pb bond to the next, so a one-bond translation does not).
+_CELL = ((2, 2), (2, -2), (-2, 2), (-2, -2), (4, 0), (-4, 0), (0, 4), (0, -4))
+
+
+def _translated(sites, site, steps):
+    """Mean prediction of ``site`` from its real translation-equivalent sites, or None."""
+    preds = [sites[(site[0] - t[0], site[1] - t[1])][0] + t[0] * steps[0] + t[1] * steps[1]
+             for t in _CELL if sites.get((site[0] - t[0], site[1] - t[1]), (0, 0, False))[2]]
+    return np.mean(preds, axis=0) if preds else None
 
 
 class _Probe:
-    """Best candidate (by SNR) within a disc around a predicted site."""
+    """Best candidate within a disc around a predicted site.
+
+    Without a prediction uncertainty the best is the highest SNR; with one (``sigma_px``,
+    per axis) it is the highest ``snr - d^2 / (2 sigma^2)``: a weak column near a good
+    prediction beats a stronger noise maximum at the edge of the disc."""
 
     def __init__(self, xy, snr, radius_px):
         self.xy, self.snr, self.radius = xy, snr, radius_px
         self.tree = cKDTree(xy) if len(xy) else None
 
-    def __call__(self, pred):
+    def __call__(self, pred, *, radius_px=None, sigma_px=None):
         if self.tree is None:
             return pred, -np.inf
-        near = self.tree.query_ball_point(pred, self.radius)
+        near = self.tree.query_ball_point(pred, self.radius if radius_px is None else radius_px)
         if not near:
             return pred, -np.inf
-        k = max(near, key=lambda i: self.snr[i])
+        near = np.asarray(near)
+        score = self.snr[near]
+        if sigma_px is not None:
+            score = score - 0.5 * np.sum((self.xy[near] - pred) ** 2, axis=1) / sigma_px**2
+        k = near[int(np.argmax(score))]
         return self.xy[k], float(self.snr[k])
+
+    def site(self, sites, site, steps, fallback):
+        """Probe ``site``: at its translation-equivalent prediction when there is one, else
+        at ``fallback``. Returns (position, snr, prediction)."""
+        pred = _translated(sites, site, steps)
+        if pred is None:
+            pos, val = self(fallback)
+            return pos, val, fallback
+        step = float(np.linalg.norm(steps[0]))
+        pos, val = self(pred, radius_px=_TRANSLATED_SEARCH_FRAC * self.radius,
+                        sigma_px=_TRANSLATED_SIGMA_FRAC * step)
+        return pos, val, pred
 
 
 def _grow(probe, seed_xy, steps, thresholds):
@@ -91,7 +128,7 @@ def _grow(probe, seed_xy, steps, thresholds):
                         + m[1] * steps[1] for m in have], axis=0)
         enclosed = len(have) >= 3 or any((-m[0], -m[1]) in have for m in have)
         need = t_inside if enclosed else (t_corner if len(have) == 2 else t_edge)
-        pos, val = probe(pred)
+        pos, val, pred = probe.site(sites, site, steps, pred)
         if val >= need:
             sites[site] = (pos, val, True)
             queue.extend((site[0] + m[0], site[1] + m[1]) for m in _MOVES)
@@ -135,7 +172,8 @@ def _complete(sites, probe, steps, t_pb, t_cs_edge, t_inside):
             for m in _MOVES:
                 site = (i + 2 * m[0], j + 2 * m[1])
                 if site not in sites:
-                    pos, val = probe(p + 2 * m[0] * steps[0] + 2 * m[1] * steps[1])
+                    pos, val, _ = probe.site(sites, site, steps,
+                                             p + 2 * m[0] * steps[0] + 2 * m[1] * steps[1])
                     if val >= t_pb:
                         sites[site] = (pos, val, True)
     pbs = {s: v[0] for s, v in sites.items() if kind(s) == "Pb"}
@@ -151,7 +189,7 @@ def _complete(sites, probe, steps, t_pb, t_cs_edge, t_inside):
             other = pbs.get((i + 2 * m[0], j + 2 * m[1]))
             pred = (0.5 * (p + other) if other is not None
                     else p + m[0] * steps[0] + m[1] * steps[1])
-            pos, val = probe(pred)
+            pos, val, pred = probe.site(sites, site, steps, pred)
             if val >= t_inside:
                 sites[site] = (pos, val, True)
             else:  # the octahedron is complete: the fit will find its weak halide
@@ -164,7 +202,7 @@ def _complete(sites, probe, steps, t_pb, t_cs_edge, t_inside):
             sites.pop(site, None)
             continue
         if site not in sites:
-            pos, val = probe(np.mean(corners, axis=0))
+            pos, val, _ = probe.site(sites, site, steps, np.mean(corners, axis=0))
             if val >= (t_inside if len(corners) >= 3 else t_cs_edge):
                 sites[site] = (pos, val, True)
 
