@@ -21,7 +21,7 @@ THETA3_MAE_MAX_DEG = 3.0         # measured 1.4 (raw), 1.2 (ABSF)
 HALIDE_RMSE_MAX_PM = 40.0        # measured 18 (detected), 12-20 (true starts)
 SUMMARY_KEYS = (
     "psnr_db", "ssim", "time_s", "analyze_s", "halide_rmse_pm", "halide_rmse_true_starts_pm",
-    "column_recall", "column_recall_margin", "false_columns", "false_column_frac",
+    "column_recall", "column_recall_margin", "false_columns", "false_column_frac", "fit_ok_frac",
     "position_z_std", "oct_recall", "oct_recall_margin", "oct_any_recall_margin",
     "theta1_mae_deg", "theta2_mae_deg", "theta3_mae_deg", "theta3_mae_margin_deg",
     "theta3_z_std", "core_theta3_deg", "shell_theta3_deg", "core_theta3_truth_deg",
@@ -44,7 +44,7 @@ def test_report_has_every_field_with_sane_values(report):
         assert set(SUMMARY_KEYS) <= set(row), name
         assert set(row["per_seed"]) == {"0"}
         for key in ("column_recall", "column_recall_margin", "oct_recall",
-                    "oct_recall_margin", "oct_any_recall_margin", "ssim"):
+                    "oct_recall_margin", "oct_any_recall_margin", "ssim", "fit_ok_frac"):
             assert 0.0 <= row[key] <= 1.0, (name, key)
         assert row["false_columns"] >= 0 and row["time_s"] >= 0
         # one seed: pooled numbers are that seed's numbers

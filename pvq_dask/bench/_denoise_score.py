@@ -148,7 +148,8 @@ def frame_scores(den, frame, *, std=None, raw=None, config=None):
     n = {"truth_columns": len(inside), "matched_columns": len(ti),
          "truth_margin_columns": int(margin_col.sum()),
          "matched_margin_columns": int(margin_col[ti].sum()),
-         "found_columns": len(fxy), "false_columns": len(fxy) - len(fi_any),
+         "found_columns": len(fxy), "fit_ok_columns": int(res.atoms["fit_ok"].sum()),
+         "false_columns": len(fxy) - len(fi_any),
          "truth_octahedra": len(tocts), "found_octahedra": len(octs),
          "trusted_octahedra": len(usable), "matched_octahedra": len(oti),
          "truth_margin_octahedra": int(t_margin.sum()),
@@ -190,8 +191,10 @@ def summarise(scores):
     to ``a``), ``std_rms_over_rmse`` (S2S methods), ``analyze_s``; ``halide_rmse_pm``
     (detected and fitted halides matched to truth), ``halide_rmse_true_starts_pm``;
     ``column_recall``, ``column_recall_margin``, ``false_columns`` (found columns matching
-    no truth column), ``position_z_std``; ``oct_recall`` and ``oct_recall_margin`` (trusted
-    octahedra, as :func:`~pvq_dask.bench.score.score_octahedra`), ``oct_any_recall_margin``
+    no truth column), ``fit_ok_frac`` (found columns whose fit passed the residual and
+    width checks: only those build trusted octahedra), ``position_z_std``;
+    ``oct_recall`` and ``oct_recall_margin`` (trusted octahedra, as
+    :func:`~pvq_dask.bench.score.score_octahedra`), ``oct_any_recall_margin``
     (``edge_excluded`` ones counted as found); ``theta{1,2,3}_mae_deg``,
     ``theta3_mae_margin_deg``, ``theta3_z_std``; ``core_theta3_deg``,
     ``shell_theta3_deg`` (found regions) and their ``*_truth_deg``, and the core - shell
@@ -213,6 +216,7 @@ def summarise(scores):
         "column_recall_margin": ratio("matched_margin_columns", "truth_margin_columns"),
         "false_columns": n["false_columns"],
         "false_column_frac": ratio("false_columns", "truth_columns"),
+        "fit_ok_frac": ratio("fit_ok_columns", "found_columns"),
         "position_z_std": _std(a["position_z"]),
         "oct_recall": ratio("matched_octahedra", "truth_octahedra"),
         "oct_recall_margin": ratio("matched_margin_octahedra", "truth_margin_octahedra"),

@@ -299,7 +299,7 @@ def run_from_args(args):
 
 
 _HEADER = ("method        seed  PSNR  SSIM   time_s  halRMSE true0  th3MAE marg  th3z "
-           "colRec marg  FP octRec marg  any  core/shell th3 (truth)")
+           "colRec marg  FP fitOK octRec marg  any  core/shell th3 (truth)")
 
 
 def print_row(name, seed, row):
@@ -314,7 +314,7 @@ def print_row(name, seed, row):
           f"{row['halide_rmse_true_starts_pm']:5.1f} {row['theta3_mae_deg']:6.2f} "
           f"{row['theta3_mae_margin_deg']:4.2f} {row['theta3_z_std']:5.2f} "
           f"{row['column_recall']:6.3f} {row['column_recall_margin']:5.3f} "
-          f"{row['false_columns']:3d} {row['oct_recall']:6.3f} "
+          f"{row['false_columns']:3d} {row['fit_ok_frac']:5.2f} {row['oct_recall']:6.3f} "
           f"{row['oct_recall_margin']:5.3f} {row['oct_any_recall_margin']:5.3f}  {cs}"
           + (f"  std/err {row['std_rms_over_rmse']:.2f}" if "std_rms_over_rmse" in row
              else ""), flush=True)
