@@ -84,7 +84,7 @@ def recorded_s2s(monkeypatch):
 
     def fake(image, **kw):
         image = np.asarray(image, float)
-        calls.append(image.copy())
+        calls.append((image.copy(), kw.get("reference")))
         return S2SResult(mean=image, std=np.ones_like(image), info={})
 
     monkeypatch.setattr("pvq_dask.kernels.denoise.denoise_s2sred", fake)
@@ -96,6 +96,11 @@ def test_s2s_methods_denoise_the_requested_input(recorded_s2s, source):
     image = bench_frame(**FRAME, seed=1).image
     run_method("s2sred-fast", image, s2s_input=source)
     expect = absf(image)[0] if source == "absf" else image
-    np.testing.assert_array_equal(recorded_s2s[-1], expect)
+    got, reference = recorded_s2s[-1]
+    np.testing.assert_array_equal(got, expect)
+    if source == "absf":   # the MC std is calibrated against the raw frame
+        np.testing.assert_array_equal(reference, image)
+    else:
+        assert reference is None
     with pytest.raises(ValueError, match="s2s_input"):
         run_method("s2s", image, s2s_input="clean")

@@ -135,7 +135,7 @@ def recorded_s2s(monkeypatch):
 
     def fake(image, **kw):
         image = np.asarray(image, float)
-        calls.append(image.copy())
+        calls.append((image.copy(), kw.get("reference")))
         return S2SResult(mean=image, std=np.ones_like(image), info={})
 
     monkeypatch.setattr("pvq_dask.kernels.denoise.denoise_s2sred", fake)
@@ -150,11 +150,15 @@ def test_s2sred_denoises_the_configured_input(series, tmp_path, recorded_s2s, so
     analyze_store(out, cfg, frames=[0])
     store = ResultStore.open(out)
     raw, filtered = store.read_frame("raw", 0), store.read_frame("absf", 0)
-    (got,) = recorded_s2s
+    ((got, reference),) = recorded_s2s
     expect, other = (filtered, raw) if source == "absf" else (raw, filtered)
     tol = 1e-5 * float(np.ptp(raw))
     np.testing.assert_allclose(got, expect, atol=tol)     # absf is stored as float32
     assert np.abs(got - other).max() > 100 * tol
+    if source == "absf":   # its MC std is calibrated against the raw frame
+        np.testing.assert_array_equal(reference, raw)
+    else:
+        assert reference is None
     np.testing.assert_allclose(store.read_frame("denoised", 0), expect, atol=tol)
     with pytest.raises(ValueError, match="s2s_input"):
         AnalysisConfig(s2s_input="clean")

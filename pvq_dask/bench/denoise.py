@@ -89,8 +89,11 @@ def run_method(name, image, *, s2s_input="absf", s2s_profile=None, device="cpu",
     kw = dict(_S2S_KW[name])
     if s2s_profile is not None:
         kw["profile"] = s2s_profile
-    src = absf(image)[0] if s2s_input == "absf" else image
-    res = denoise_s2sred(src, device=device, rng=seed, n_steps=n_steps, n_mc=n_mc,
+    if s2s_input == "absf":  # as the pipeline: denoise ABSF, calibrate the std on raw
+        kw.update(image=absf(image)[0], reference=image)
+    else:
+        kw["image"] = image
+    res = denoise_s2sred(device=device, rng=seed, n_steps=n_steps, n_mc=n_mc,
                          n_threads=n_threads, **kw)
     info = {k: v for k, v in res.info.items() if k not in ("settings", "loss_history")}
     return res.mean, res.std, {**info, "s2s_input": s2s_input}

@@ -36,9 +36,10 @@ def denoise_frame_task(path, t, cfg_d):
 
     ckpt = Path(path) / "checkpoints" / f"s2sred_frame{t:05d}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    source = filtered if cfg.s2s_input == "absf" else raw
+    # With the ABSF input the MC std is calibrated against the raw frame (see denoise_s2sred)
+    source, reference = (filtered, raw) if cfg.s2s_input == "absf" else (raw, None)
     res = denoise_s2sred(source, profile=cfg.denoise_profile, device=cfg.device,
-                         rng=cfg.seed + t, checkpoint_path=str(ckpt))
+                         rng=cfg.seed + t, checkpoint_path=str(ckpt), reference=reference)
     store.write_frame("denoised", t, res.mean)
     store.write_frame("denoised", t, res.std, name="std")
     store.set_done("denoise", t)
