@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from pvq_dask.bench._denoise_score import bench_frame, frame_scores, pool, summarise  # noqa: E402
+from pvq_dask.bench._denoise_score import frame_scores, pool, summarise, whole_dot_frame  # noqa: E402
 from pvq_dask.bench.denoise import bench_denoise, run_method  # noqa: E402
 from pvq_dask.kernels.absf import absf  # noqa: E402
 from pvq_dask.kernels.denoise import S2SResult  # noqa: E402
@@ -67,7 +67,7 @@ def test_report_has_every_field_with_sane_values(report):
 
 
 def test_pooling_a_frame_with_itself_keeps_rates_and_doubles_counts():
-    f = bench_frame(**FRAME, seed=0)
+    f = whole_dot_frame(**FRAME, seed=0)
     sc = frame_scores(absf(f.image)[0], f, raw=f.image)
     one, two = summarise(sc), summarise(pool([sc, sc]))
     assert two["counts"]["truth_columns"] == 2 * one["counts"]["truth_columns"]
@@ -93,7 +93,7 @@ def recorded_s2s(monkeypatch):
 
 @pytest.mark.parametrize("source", ["raw", "absf"])
 def test_s2s_methods_denoise_the_requested_input(recorded_s2s, source):
-    image = bench_frame(**FRAME, seed=1).image
+    image = whole_dot_frame(**FRAME, seed=1).image
     run_method("s2sred-fast", image, s2s_input=source)
     expect = absf(image)[0] if source == "absf" else image
     got, reference = recorded_s2s[-1]

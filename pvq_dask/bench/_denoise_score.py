@@ -18,7 +18,8 @@ from pvq_dask.kernels.fit import fit_columns
 from pvq_dask.kernels.frame import analyze_frame
 from pvq_dask.kernels.synth import SynthParams, synthesize_frame
 
-__all__ = ["MARGIN_UC", "bench_frame", "frame_geometry", "frame_scores", "pool", "summarise"]
+__all__ = ["MARGIN_UC", "frame_geometry", "frame_scores", "pool", "summarise",
+           "whole_dot_frame"]
 
 #: Truth octahedra with ``surface_distance_uc <= MARGIN_UC`` are "at the margins"; a truth
 #: column is a margin column when its nearest truth octahedron is.
@@ -27,7 +28,7 @@ MARGIN_UC = 1
 _THETAS = ("theta1_deg", "theta2_deg", "theta3_deg")
 
 
-def bench_frame(*, size, dot_size_nm, dose_e_per_A2, seed, case="coreshell"):
+def whole_dot_frame(*, size, dot_size_nm, dose_e_per_A2, seed, case="coreshell"):
     """A seeded synthetic frame with the whole dot centred in it.
 
     The generator's dot is off-centre (the protrusion); the frame is rendered twice, the
@@ -36,7 +37,7 @@ def bench_frame(*, size, dot_size_nm, dose_e_per_A2, seed, case="coreshell"):
 
     Examples
     --------
-    >>> f = bench_frame(size=256, dot_size_nm=3.0, dose_e_per_A2=50.0, seed=0)
+    >>> f = whole_dot_frame(size=256, dot_size_nm=3.0, dose_e_per_A2=50.0, seed=0)
     >>> frame_geometry(f)["carbon_margin_px"] > 0
     True
     """

@@ -147,11 +147,11 @@ def bench_denoise(*, size=480, dot_size_nm=5.5, dose_e_per_A2=50.0, seeds=(0,),
         {seed: numbers and "info"}}}}``.
     """
     from pvq_dask.bench._denoise_score import (
-        bench_frame,
         frame_geometry,
         frame_scores,
         pool,
         summarise,
+        whole_dot_frame,
     )
 
     cfg = AnalysisConfig()
@@ -171,8 +171,8 @@ def bench_denoise(*, size=480, dot_size_nm=5.5, dose_e_per_A2=50.0, seeds=(0,),
     }
     scores, rows, arrays = {m: [] for m in methods}, {m: {} for m in methods}, {}
     for seed in seeds:
-        frame = bench_frame(size=size, dot_size_nm=dot_size_nm, dose_e_per_A2=dose_e_per_A2,
-                            seed=seed, case=case)
+        frame = whole_dot_frame(size=size, dot_size_nm=dot_size_nm,
+                                dose_e_per_A2=dose_e_per_A2, seed=seed, case=case)
         out["frames"][str(seed)] = frame_geometry(frame)
         image, clean = frame.image, frame.clean
         arrays.update({f"image_s{seed}": image, f"clean_s{seed}": clean})
