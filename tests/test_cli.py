@@ -179,6 +179,40 @@ def test_demo_then_info(tmp_path, capsys):
     assert _run(capsys, "demo", "-o", tmp_path / "demo", "--size", DEMO_SIZE_PX)[0] == 0  # re-run
 
 
+# -- analyze --------------------------------------------------------------------------------
+
+def test_analyze_s2s_input_option_reaches_the_denoiser(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch")
+    from pvq_dask.kernels.config import AnalysisConfig
+    from pvq_dask.kernels.denoise import S2SResult
+    from pvq_dask.kernels.synth import SynthParams, synthesize_frame
+
+    calls = []
+
+    def fake(image, **kw):
+        calls.append(np.asarray(image, float).copy())
+        return S2SResult(mean=calls[-1], std=np.ones_like(calls[-1]), info={})
+
+    monkeypatch.setattr("pvq_dask.kernels.denoise.denoise_s2sred", fake)
+    image = synthesize_frame(SynthParams.preset("coreshell", shape=(SIZE_PX, SIZE_PX)),
+                             rng=0).image.astype(np.float32)
+    tif = tmp_path / "f.tif"
+    write_tiff(tif, image, pixel_size_nm=PS_NM)
+    assert AnalysisConfig().s2s_input in ("raw", "absf")
+    for source in ("raw", "absf"):
+        out = tmp_path / f"{source}.pvq"
+        code, _, _ = _run(capsys, "analyze", tif, "-o", out, "--denoise", "s2sred",
+                          "--s2s-input", source, "--stages", "atoms")
+        assert code == 0
+        store = ResultStore.open(out)
+        assert store.attrs["analysis"]["config"]["s2s_input"] == source
+        expect = store.read_frame(source, 0)
+        np.testing.assert_allclose(calls[-1], expect, atol=1e-5 * float(np.ptp(image)))
+    assert np.abs(calls[0] - calls[1]).max() > 1e-2 * float(np.ptp(image))
+    code, _, err = _run(capsys, "analyze", tif, "-o", tmp_path / "x.pvq", "--s2s-input", "y")
+    assert code != 0 and "s2s-input" in err
+
+
 @pytest.mark.parametrize("command", ["synth", "ingest", "info", "demo"])
 def test_help_texts(capsys, command):
     code, out, _ = _run(capsys, command, "--help")

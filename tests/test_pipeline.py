@@ -125,6 +125,45 @@ def test_absf_stage_writes_its_image(series, tmp_path):
     assert store.done("atoms").tolist() == [False, True]
 
 
+@pytest.fixture
+def recorded_s2s(monkeypatch):
+    """Replace the S2S denoiser by one that records its input and returns it unchanged."""
+    pytest.importorskip("torch")
+    from pvq_dask.kernels.denoise import S2SResult
+
+    calls = []
+
+    def fake(image, **kw):
+        image = np.asarray(image, float)
+        calls.append((image.copy(), kw.get("reference")))
+        return S2SResult(mean=image, std=np.ones_like(image), info={})
+
+    monkeypatch.setattr("pvq_dask.kernels.denoise.denoise_s2sred", fake)
+    return calls
+
+
+@pytest.mark.parametrize("source", ["absf", "raw"])
+def test_s2sred_denoises_the_configured_input(series, tmp_path, recorded_s2s, source):
+    _, path = series
+    out = _ingest(path, tmp_path / f"{source}.pvq")
+    cfg = AnalysisConfig(denoise="s2sred", s2s_input=source, stages=("atoms",))
+    analyze_store(out, cfg, frames=[0])
+    store = ResultStore.open(out)
+    raw, filtered = store.read_frame("raw", 0), store.read_frame("absf", 0)
+    ((got, reference),) = recorded_s2s
+    expect, other = (filtered, raw) if source == "absf" else (raw, filtered)
+    tol = 1e-5 * float(np.ptp(raw))
+    np.testing.assert_allclose(got, expect, atol=tol)     # absf is stored as float32
+    assert np.abs(got - other).max() > 100 * tol
+    if source == "absf":   # its MC std is calibrated against the raw frame
+        np.testing.assert_array_equal(reference, raw)
+    else:
+        assert reference is None
+    np.testing.assert_allclose(store.read_frame("denoised", 0), expect, atol=tol)
+    with pytest.raises(ValueError, match="s2s_input"):
+        AnalysisConfig(s2s_input="clean")
+
+
 def test_bad_frame_numbers_are_rejected(series, tmp_path):
     _, path = series
     out = _ingest(path, tmp_path / "bad.pvq")

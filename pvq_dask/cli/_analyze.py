@@ -42,6 +42,7 @@ def _run(args):
     if "network" in stages and "atoms" not in stages:
         stages = ("atoms",) + stages
     cfg = AnalysisConfig(stages=stages, denoise=args.denoise, denoise_profile=args.profile,
+                         s2s_input=args.s2s_input,
                          device=args.device, shell_width_uc=args.shell_width_uc,
                          classify_method=args.classify, seed=args.seed,
                          tile_px=args.tile_px)
@@ -65,6 +66,8 @@ def _run(args):
 
 
 def add_parser(subparsers):
+    from pvq_dask.kernels.config import S2S_INPUTS, AnalysisConfig
+
     p = add_command(
         subparsers, "analyze", help="find columns, the octahedral network and its metrics",
         description="Detect and fit every atom column (batched 2D Gaussians with "
@@ -84,6 +87,9 @@ def add_parser(subparsers):
                    help="prefilter/denoiser before fitting (default none)")
     p.add_argument("--profile", choices=("fast", "paper", "test"), default="fast",
                    help="S2SRED profile (default fast)")
+    p.add_argument("--s2s-input", choices=S2S_INPUTS, default=AnalysisConfig().s2s_input,
+                   help="what S2SRED denoises: the ABSF-prefiltered frame (the paper) or "
+                        f"the raw frame (default {AnalysisConfig().s2s_input})")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="device for S2SRED (default cpu)")
     p.add_argument("--classify", choices=("mixture", "paper"), default="mixture",

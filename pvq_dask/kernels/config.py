@@ -4,9 +4,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-__all__ = ["AnalysisConfig"]
+__all__ = ["AnalysisConfig", "S2S_INPUTS"]
 
 _DENOISERS = ("none", "absf", "s2sred")
+#: What S2SRED denoises: the raw frame or its ABSF output (the paper's choice).
+S2S_INPUTS = ("raw", "absf")
 _STAGES = ("atoms", "network", "maps")
 
 
@@ -26,6 +28,8 @@ class AnalysisConfig:
     stages: tuple = _STAGES
     denoise: str = "none"
     denoise_profile: str = "fast"
+    # S2SRED input: "absf" (the paper: the ABSF-prefiltered frame) or "raw"
+    s2s_input: str = "absf"
     device: str = "cpu"
     # peaks and fit (paper: 7x7 maxima, CoM radius 3 px, LM tol 1e-6, reject residual > 8 %)
     min_distance_px: int = 3
@@ -49,6 +53,8 @@ class AnalysisConfig:
     def __post_init__(self):
         if self.denoise not in _DENOISERS:
             raise ValueError(f"denoise must be one of {_DENOISERS}, got {self.denoise!r}")
+        if self.s2s_input not in S2S_INPUTS:
+            raise ValueError(f"s2s_input must be one of {S2S_INPUTS}, got {self.s2s_input!r}")
         bad = set(self.stages) - set(_STAGES)
         if bad:
             raise ValueError(f"unknown stages {sorted(bad)}; choose from {_STAGES}")

@@ -14,7 +14,11 @@ __all__ = ["denoise_frame_task", "process_frame_task", "frame_summary"]
 
 
 def denoise_frame_task(path, t, cfg_d):
-    """Prefilter/denoise frame ``t``; return the name of the image group to analyse."""
+    """Prefilter/denoise frame ``t``; return the name of the image group to analyse.
+
+    ABSF always runs (and is stored); S2SRED then denoises the ABSF output or the raw
+    frame, as ``cfg_d["s2s_input"]`` says.
+    """
     cfg = AnalysisConfig.from_dict(cfg_d)
     if cfg.denoise == "none":
         return "raw"
@@ -32,8 +36,10 @@ def denoise_frame_task(path, t, cfg_d):
 
     ckpt = Path(path) / "checkpoints" / f"s2sred_frame{t:05d}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    res = denoise_s2sred(filtered, profile=cfg.denoise_profile, device=cfg.device,
-                         rng=cfg.seed + t, checkpoint_path=str(ckpt))
+    # With the ABSF input the MC std is calibrated against the raw frame (see denoise_s2sred)
+    source, reference = (filtered, raw) if cfg.s2s_input == "absf" else (raw, None)
+    res = denoise_s2sred(source, profile=cfg.denoise_profile, device=cfg.device,
+                         rng=cfg.seed + t, checkpoint_path=str(ckpt), reference=reference)
     store.write_frame("denoised", t, res.mean)
     store.write_frame("denoised", t, res.std, name="std")
     store.set_done("denoise", t)

@@ -73,13 +73,15 @@ def _crops(y, targets, prof, host):
 
 
 @torch.no_grad()
-def mc_predict(net, y, prof, gens, device, n_passes, *, moments=True):
+def mc_predict(net, y, prof, gens, device, n_passes, *, moments=True, ref=None):
     """Mean and std of ``n_passes`` stochastic passes (fresh masks, dropout on, the 8
     flips/rotations in turn) over the whole frame ``y`` (1, 1, H, W).
 
-    With ``moments`` also the blind-spot residual: the mean of ``(o - y)^2`` over the
-    pixels each pass did not see. Returns ``(mean, std, blind_mse)``.
+    With ``moments`` also the blind-spot residual: the mean of ``(o - ref)^2`` over the
+    pixels each pass did not see (``ref`` defaults to ``y``). Returns ``(mean, std,
+    blind_mse)``.
     """
+    ref = (y if ref is None else ref).double()
     total = torch.zeros_like(y, dtype=torch.float64)
     total2 = torch.zeros_like(y, dtype=torch.float64)
     blind, n_blind = 0.0, 0.0
@@ -95,7 +97,7 @@ def mc_predict(net, y, prof, gens, device, n_passes, *, moments=True):
             total2 += (o * o).sum(0, keepdim=True)
             if moments:
                 drop = (1.0 - b).double()
-                blind += float((drop * (o - yb.double()) ** 2).sum())
+                blind += float((drop * (o - ref) ** 2).sum())
                 n_blind += float(drop.sum())
             count -= nb
     mean = total / n_passes
