@@ -51,6 +51,8 @@ _MIN_PIXEL_FRAC = 0.5         # windows cut by the frame edge keep at least this
 _NOISE_FLOOR = 1e-6           # noise variance below this fraction of the image's: noise-free
 _GLS_ITER = 4                 # Gauss-Newton iterations (measured: more do not help noisy data)
 _GLS_ITER_NOISE_FREE = 20
+_TEXTURE_SUPPORT_PX = 32      # crop margin for the texture's Wiener filter (its reflect pad)
+_MIN_CROP_PX = 256
 _FREE = {"constant": (1, 1, 1, 1, 1, 1, 0, 0), "plane": (1, 1, 1, 1, 1, 1, 1, 1),
          "texture": (1, 1, 0, 0, 1, 1, 0, 0)}
 _AMPLITUDE_ONLY = np.array((0, 0, 0, 0, 1, 1, 0, 0), dtype=np.bool_)
@@ -308,6 +310,14 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
     radius = float(window_px) if window_px is not None else _WINDOW_N_SIGMA * sigma0
     if radius < 1.5:
         raise ValueError(f"window_px must be >= 1.5 px, got {radius}")
+    # Everything below sees only the columns' bounding box plus a margin (exact for the
+    # window fits; the texture stages lose only far-away carbon). Shifted back at the end.
+    (y0, y1), (x0, x1) = _crop_box(image.shape, xy0, radius)
+    offset = np.array([x0, y0], dtype=np.float64)
+    image = np.ascontiguousarray(image[y0:y1, x0:x1])
+    if var_img.shape != (1, 1):
+        var_img = np.ascontiguousarray(var_img[y0:y1, x0:x1])
+    xy0 = xy0 - offset
     fr = _Frame(image, noise, var_img, radius, _FREE[background], weighted, tol, max_iter)
     params, res, centre, model, rendered = _window_rounds(fr, xy0, sigma0, n_rounds,
                                                           background == "texture")
@@ -343,7 +353,26 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
         out["fit_ok"] = (usable & np.isfinite(out["pos_err_px"]) & (moved < 0.6 * radius)
                          & (out["residual_frac"] <= reject_residual_frac)
                          & (width < ratio * ref) & (width > ref / ratio))
+    out["x_px"] += offset[0]
+    out["y_px"] += offset[1]
     return out
+
+
+def _crop_box(shape, xy, radius):
+    """Rows and columns (start, stop) of the box holding every column's window, with room
+    to move (one more window radius) and the texture filter's support around it; at least
+    ``_MIN_CROP_PX`` a side where the frame allows (the texture spectrum needs the area)."""
+    margin = 2 * int(np.ceil(radius)) + _TEXTURE_SUPPORT_PX
+    box = []
+    for axis, n in ((1, shape[0]), (0, shape[1])):
+        lo = int(np.floor(xy[:, axis].min())) - margin
+        hi = int(np.ceil(xy[:, axis].max())) + margin + 1
+        grow = max(_MIN_CROP_PX - (hi - lo), 0)
+        lo, hi = lo - grow // 2, hi + grow - grow // 2
+        box.append((min(max(lo, 0), n), max(min(hi, n), 0)))
+    if box[0][1] <= box[0][0] or box[1][1] <= box[1][0]:
+        return (0, shape[0]), (0, shape[1])
+    return tuple(box)
 
 
 
