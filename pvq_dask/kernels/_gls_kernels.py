@@ -1,8 +1,16 @@
 """Numba kernels of the texture-aware (GLS) refinement (see :mod:`pvq_dask.kernels._gls`).
 
 ``gls_newton``: one block-diagonal Gauss-Newton step of every column on the generalised
-least-squares objective, from the filtered residual and per-column Fisher templates;
-``core_residual``: the paper's residual test (excess over the noise in each column core).
+least-squares objective, from the residual, its texture estimate and per-column Fisher
+templates; ``core_residual``: the paper's residual test (excess over the noise in each column
+core). Frame-wide passes, each one sweep over the pixels instead of a chain of numpy
+temporaries: ``subtract_columns`` (image minus every column, and its mean),
+``white_variance`` (the pixel variance of the current model, rescaled to the residual's
+white level) and ``texture_inputs`` / ``texture_model`` (the normalised-convolution texture
+estimate of the window rounds).
+
+Arrays named ``resid`` hold the image minus the rendered columns (not minus the mean level),
+NaN where the image is not finite; ``texture`` is the Wiener estimate of ``resid - level``.
 """
 
 import numpy as np
@@ -10,16 +18,18 @@ from numba import njit, prange
 
 from pvq_dask.kernels._fit import _invert_spd, _residual_frac
 
-__all__ = ["core_residual", "gls_newton"]
+__all__ = ["core_residual", "gls_newton", "subtract_columns", "texture_inputs",
+           "texture_model", "white_variance"]
 
 
 @njit(parallel=True, cache=True)
-def gls_newton(z, vinv, params, active, radius, fisher, levels, sigma_prior, sigma_tau,
-               step_out, hinv_out):
+def gls_newton(resid, level, texture, var, params, active, radius, fisher, levels,
+               sigma_prior, sigma_tau, step_out, hinv_out):
     """One block-diagonal Gauss-Newton step of the texture-aware (GLS) objective.
 
-    ``z`` is Sigma^-1 r (residual filtered by the inverse total covariance), ``vinv`` the
-    inverse white-noise variance per pixel and ``fisher`` (L, 2, 5, 5) the white and GLS
+    The gradient is that of ``z = (resid - level - texture) / var`` (the residual filtered
+    by the inverse total covariance; ``var`` is the white-noise variance per pixel, 0
+    weight where ``resid`` is NaN) and ``fisher`` (L, 2, 5, 5) the white and GLS
     Fisher matrices of a unit-amplitude column for white-noise variances ``levels`` (L,),
     each normalised to unit variance: a column's GLS Hessian is the template at its local
     white variance (interpolated in log variance), its rows and columns rescaled so that its
@@ -29,7 +39,7 @@ def gls_newton(z, vinv, params, active, radius, fisher, levels, sigma_prior, sig
     Gaussian prior (``sigma_prior`` +- ``sigma_tau``): columns of one frame share the probe
     and differ little in width, and a free width lets a weak column swallow a carbon grain.
     """
-    h, w = z.shape
+    h, w = resid.shape
     n = params.shape[0]
     r = int(np.ceil(radius))
     for k in prange(n):
@@ -51,10 +61,14 @@ def gls_newton(z, vinv, params, active, radius, fisher, levels, sigma_prior, sig
             for xx in range(xa, xb):
                 if (xx - cx) ** 2 + (yy - cy) ** 2 > radius * radius:
                     continue
-                zz = z[yy, xx]
-                vi = vinv[yy, xx]
-                if not (np.isfinite(zz) and np.isfinite(vi)):
-                    continue
+                rr = resid[yy, xx] - level
+                if np.isfinite(rr):
+                    vi = 1.0 / max(var[yy, xx], 1e-300)
+                    zz = (rr - texture[yy, xx]) * vi
+                    if not (np.isfinite(zz) and np.isfinite(vi)):
+                        continue
+                else:
+                    zz, vi = 0.0, 0.0
                 dx = xx - x
                 dy = yy - y
                 g = gyv * gx[xx - xa]
@@ -109,12 +123,14 @@ def gls_newton(z, vinv, params, active, radius, fisher, levels, sigma_prior, sig
 
 
 @njit(parallel=True, cache=True)
-def core_residual(image, total, var, params, active):
+def core_residual(image, resid, level, texture, var_img, gain, read_var, params, active):
     """Excess RMS residual over the noise within 2 sigma of each column, / its amplitude.
 
-    ``total`` is the full model (every column and the background), ``var`` the per-pixel
-    noise variance. NaN for inactive columns.
+    The full model (every column and the background) is ``image - resid + level + texture``;
+    the noise variance is ``var_img`` where it has the image's shape, else the noise model
+    (``gain``, ``read_var``) at the model. NaN for inactive columns.
     """
+    use_img = var_img.shape[0] == image.shape[0] and var_img.shape[1] == image.shape[1]
     h, w = image.shape
     n = params.shape[0]
     out = np.full(n, np.nan)
@@ -131,11 +147,131 @@ def core_residual(image, total, var, params, active):
                 ey = (yy - y) / sy
                 if ex * ex + ey * ey > 4.0:
                     continue
-                d = image[yy, xx] - total[yy, xx]
+                d = resid[yy, xx] - level - texture[yy, xx]
                 if np.isfinite(d):
-                    ex2 += d * d - var[yy, xx]
-                    vsum += var[yy, xx]
+                    if use_img:
+                        v = var_img[yy, xx]
+                    else:
+                        v = gain * max(image[yy, xx] - d, 0.5 * gain) + read_var
+                    ex2 += d * d - v
+                    vsum += v
                     cnt += 1
         if cnt:
             out[k] = _residual_frac(ex2, vsum, cnt, a)
     return out
+
+
+@njit(cache=True)
+def subtract_columns(image, params, active, n_sigma, out):
+    """``out = image - sum of the active columns' Gaussians`` (NaN where the image is not
+    finite); returns the sum and count of its finite pixels.
+
+    Drawn band by band of rows like :func:`pvq_dask.kernels._fit.render_model` (same reach),
+    each band summed while in cache."""
+    h, w = image.shape
+    n = params.shape[0]
+    reach = np.zeros(n, np.int64)
+    cyk = np.zeros(n, np.int64)
+    rmax = 0
+    for k in range(n):
+        if active[k]:
+            reach[k] = int(np.ceil(n_sigma * max(params[k, 2], params[k, 3])))
+            cyk[k] = int(np.floor(params[k, 1] + 0.5))
+            rmax = max(rmax, reach[k])
+    order = np.argsort(cyk)
+    ys = cyk[order]
+    band = 16
+    total, count = 0.0, 0
+    for y0 in range(0, h, band):
+        y1 = min(y0 + band, h)
+        for yy in range(y0, y1):
+            for xx in range(w):
+                out[yy, xx] = image[yy, xx]
+        lo = np.searchsorted(ys, y0 - rmax)
+        hi = np.searchsorted(ys, y1 + rmax, side="right")
+        for t in range(lo, hi):
+            k = order[t]
+            if not active[k]:
+                continue
+            x, y, sx, sy, a = (params[k, 0], params[k, 1], params[k, 2], params[k, 3],
+                               params[k, 4])
+            rr = reach[k]
+            cx, cy = int(np.floor(x + 0.5)), cyk[k]
+            xa, xb = max(cx - rr, 0), min(cx + rr + 1, w)
+            gx = np.empty(max(xb - xa, 0))
+            for xx in range(xa, xb):
+                ex = (xx - x) / sx
+                gx[xx - xa] = a * np.exp(-0.5 * ex * ex)
+            for yy in range(max(cy - rr, y0), min(cy + rr + 1, y1)):
+                ey = (yy - y) / sy
+                gyv = np.exp(-0.5 * ey * ey)
+                for xx in range(xa, xb):
+                    out[yy, xx] -= gyv * gx[xx - xa]
+        for yy in range(y0, y1):
+            for xx in range(w):
+                v = out[yy, xx]
+                if np.isfinite(v):
+                    total += v
+                    count += 1
+    return total, count
+
+
+@njit(cache=True)
+def white_variance(image, resid, back_level, back_texture, var_img, gain, read_var, out):
+    """Pixel variance of the model ``image - resid + back_level + back_texture`` (columns
+    plus the background; ``back_texture`` of shape (1, 1) reads as 0) from the noise model,
+    or ``var_img`` where it has the image's shape; written to ``out``, NaN where ``resid``
+    is. Returns its mean over the finite pixels."""
+    h, w = image.shape
+    use_img = var_img.shape[0] == h and var_img.shape[1] == w
+    use_tex = back_texture.shape[0] == h and back_texture.shape[1] == w
+    total, count = 0.0, 0
+    for yy in range(h):
+        for xx in range(w):
+            r = resid[yy, xx]
+            if not np.isfinite(r):
+                out[yy, xx] = np.nan
+                continue
+            if use_img:
+                v = var_img[yy, xx]
+            else:
+                e = image[yy, xx] - r + back_level
+                if use_tex:
+                    e += back_texture[yy, xx]
+                v = gain * max(e, 0.5 * gain) + read_var
+            out[yy, xx] = v
+            total += v
+            count += 1
+    return total / max(count, 1)
+
+
+@njit(cache=True)
+def texture_inputs(resid, level, core, depth):
+    """The two inputs of the normalised-convolution texture estimate, in place: ``core``
+    (the rendered column cores) becomes the weight ``1 - clip(core / depth, 0, 1)`` (0 where
+    ``resid`` is NaN) and the returned array is ``(resid - level) * weight``."""
+    h, w = resid.shape
+    out = np.zeros((h, w))
+    for yy in range(h):
+        for xx in range(w):
+            r = resid[yy, xx]
+            if np.isfinite(r):
+                wt = 1.0 - min(max(core[yy, xx] / depth, 0.0), 1.0)
+                core[yy, xx] = wt
+                out[yy, xx] = (r - level) * wt
+            else:
+                core[yy, xx] = 0.0
+    return out
+
+
+@njit(cache=True)
+def texture_model(image, resid, level, num, den, floor, out):
+    """Columns plus background, in place of ``resid``'s pixels: ``image - resid + level +
+    num / max(den, floor)`` (the background is NaN-free: 0 texture where the image is not
+    finite, where the model is never read)."""
+    h, w = image.shape
+    for yy in range(h):
+        for xx in range(w):
+            r = resid[yy, xx]
+            smooth = num[yy, xx] / max(den[yy, xx], floor)
+            out[yy, xx] = (image[yy, xx] - r + level + smooth) if np.isfinite(r) else smooth

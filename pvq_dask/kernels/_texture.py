@@ -42,13 +42,14 @@ class TextureSpectrum:
         centres = (np.arange(len(self.texture_power)) + 0.5) * self.dk
         return np.interp(k, centres, self.texture_power, right=0.0)
 
-    def _filter(self, image, gain_fn, pad_px):
-        """Apply the radial Fourier gain ``gain_fn(texture_power)`` (float32 FFTs, reflect
-        padding against wrap-around, NaN read as 0). Returns a float32 view."""
+    def _filter(self, image, gain_fn, pad_px, offset):
+        """Apply the radial Fourier gain ``gain_fn(texture_power)`` to ``image - offset``
+        (float32 FFTs, reflect padding against wrap-around, NaN read as 0). Returns a float32
+        view."""
         h, w = image.shape
         p = int(min(pad_px, h - 1, w - 1))
         shp = _fast_shape(h + 2 * p, w + 2 * p)
-        spec = sfft.rfft2(_reflect_pad(image, p, shp[0], shp[1]), workers=-1)
+        spec = sfft.rfft2(_reflect_pad(image, p, shp[0], shp[1], offset), workers=-1)
         spec *= self._gain(gain_fn, shp)
         return sfft.irfft2(spec, s=shp, workers=-1)[p:p + h, p:p + w]
 
@@ -68,11 +69,10 @@ class TextureSpectrum:
     def _wiener_gain(self, s_k):
         return s_k / (s_k + self.white_power)
 
-    def wiener(self, residual, *, pad_px=32):
-        """Wiener estimate of the texture in ``residual`` (NaN read as 0): S / (S + N) filter.
-
-        Returns float32 (the transforms are single precision)."""
-        return self._filter(residual, "_wiener_gain", pad_px)
+    def wiener(self, residual, *, pad_px=32, offset=0.0):
+        """Wiener estimate of the texture in ``residual - offset`` (NaN read as 0): S / (S + N)
+        filter. Returns float32 (the transforms are single precision)."""
+        return self._filter(residual, "_wiener_gain", pad_px, float(offset))
 
     def column_fisher(self, sigma_px, *, n_grid=256, white_var=None):
         """Fisher matrices (5, 5) of a unit-amplitude Gaussian column: white noise, and white
@@ -133,9 +133,9 @@ def _fast_shape(h, w):
 
 
 @njit(cache=True)
-def _reflect_pad(image, p, sh, sw):
-    """float32 (sh, sw) buffer: ``image`` (NaN -> 0) at [p:p+h, p:p+w], mirrored without
-    repeating the edge into a margin of ``p`` (numpy's "reflect"), zeros beyond."""
+def _reflect_pad(image, p, sh, sw, offset):
+    """float32 (sh, sw) buffer: ``image - offset`` (NaN -> 0) at [p:p+h, p:p+w], mirrored
+    without repeating the edge into a margin of ``p`` (numpy's "reflect"), zeros beyond."""
     h, w = image.shape
     out = np.zeros((sh, sw), np.float32)
     for i in range(h + 2 * p):
@@ -150,7 +150,7 @@ def _reflect_pad(image, p, sh, sw):
                 sj = -sj
             elif sj >= w:
                 sj = 2 * (w - 1) - sj
-            v = image[si, sj]
+            v = image[si, sj] - offset
             out[i, j] = v if np.isfinite(v) else 0.0
     return out
 

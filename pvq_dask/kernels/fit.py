@@ -34,7 +34,7 @@ from scipy.spatial import cKDTree
 from pvq_dask.kernels._fit import N_PARAM, STATUS, fit_windows, render_model, window_offsets
 from pvq_dask.kernels._gls import MAX_SIGMA_RATIO as _MAX_SIGMA_RATIO
 from pvq_dask.kernels._gls import RENDER_N_SIGMA as _RENDER_N_SIGMA
-from pvq_dask.kernels._gls import gls_refine, median_width, rough_amplitude, texture_estimate
+from pvq_dask.kernels._gls import gls_refine, median_width, rough_amplitude, texture_model
 from pvq_dask.kernels.crlb import NoiseModel, estimate_noise_model
 
 __all__ = ["fit_columns", "FIT_KEYS"]
@@ -115,11 +115,6 @@ class _Frame:
         out["dof"] = np.maximum(out["npix"] - self.free.sum(), 1)
         return out
 
-    def pixel_variance(self, expected):
-        if self.var_img.shape == self.image.shape:
-            return self.var_img
-        return self.noise.variance(expected)
-
 
 def _sane(params, res, sigma_ref):
     width = np.sqrt(np.abs(params[:, 2] * params[:, 3]))
@@ -156,10 +151,11 @@ def _window_rounds(fr, xy0, sigma0, n_rounds, texture=False):
         if r:
             active = _sane(params, res, median_width(params, res["status"] == 0, sigma0))
             rendered = np.where(active[:, None], params, 0.0)
-            model = render_model(fr.image.shape, rendered, active, _RENDER_N_SIGMA)
             if texture:
-                model = model + texture_estimate(fr.image, model, sigma0, params[:, :2])
+                model = texture_model(fr.image, rendered, active, sigma0, params[:, :2])
                 params[active, 4:6] = np.nan  # restart amplitude/background on new data
+            else:
+                model = render_model(fr.image.shape, rendered, active, _RENDER_N_SIGMA)
             near = active & np.all(np.abs(params[:, :2] - centre) < 0.5 * fr.radius, axis=1)
             centre[near] = np.rint(params[near, :2]).astype(np.int64)
             params[~active] = _start(xy0[~active], sigma0)
@@ -338,8 +334,7 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
             out[key][active] = p[active, col]
         out["cov"][active] = hinv[active, :2, :2]
         out["residual_frac"][active] = frac[active]
-        ij = np.clip(np.rint(p[:, :2]).astype(np.int64), 0, np.array(image.shape[::-1]) - 1)
-        out["background"][active] = back[ij[active, 1], ij[active, 0]]
+        out["background"][active] = back[active]
         usable = active
     out["x_err_px"] = np.sqrt(out["cov"][:, 0, 0])
     out["y_err_px"] = np.sqrt(out["cov"][:, 1, 1])
@@ -361,19 +356,35 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
 def _crop_box(shape, xy, radius):
     """Rows and columns (start, stop) of the box holding every column's window, with room
     to move (one more window radius) and the texture filter's support around it; at least
-    ``_MIN_CROP_PX`` a side where the frame allows (the texture spectrum needs the area)."""
+    ``_MIN_CROP_PX`` a side where the frame allows (the texture spectrum needs the area),
+    grown to a fast FFT length (2^a 3^b 5^c) where the frame allows."""
     margin = 2 * int(np.ceil(radius)) + _TEXTURE_SUPPORT_PX
     box = []
     for axis, n in ((1, shape[0]), (0, shape[1])):
-        lo = int(np.floor(xy[:, axis].min())) - margin
-        hi = int(np.ceil(xy[:, axis].max())) + margin + 1
-        grow = max(_MIN_CROP_PX - (hi - lo), 0)
-        lo, hi = lo - grow // 2, hi + grow - grow // 2
-        box.append((min(max(lo, 0), n), max(min(hi, n), 0)))
-    if box[0][1] <= box[0][0] or box[1][1] <= box[1][0]:
-        return (0, shape[0]), (0, shape[1])
+        lo = max(int(np.floor(xy[:, axis].min())) - margin, 0)
+        hi = min(int(np.ceil(xy[:, axis].max())) + margin + 1, n)
+        if hi <= lo:
+            return (0, shape[0]), (0, shape[1])
+        size = min(_fast_len(max(hi - lo, _MIN_CROP_PX)), n)
+        lo = min(max(lo - (size - (hi - lo)) // 2, 0), n - size)
+        box.append((lo, lo + size))
     return tuple(box)
 
+
+def _fast_len(n):
+    """Smallest 2^a 3^b 5^c >= n."""
+    best = 2 * n
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def _pack_windows(params, res, xy0):
@@ -393,3 +404,4 @@ def _pack_windows(params, res, xy0):
     out["x_px"][unusable] = xy0[unusable, 0]
     out["y_px"][unusable] = xy0[unusable, 1]
     return out
+
