@@ -206,15 +206,37 @@ def _cholesky_solve(a, b, n, out):
 @njit(cache=True)
 def _invert_spd(a, n, out):
     """Inverse of a symmetric positive definite n x n matrix into ``out``; False if not SPD."""
-    e = np.zeros(n)
-    col = np.zeros(n)
+    return _invert_spd_into(a, n, out, np.empty((n, n)))
+
+
+@njit(cache=True)
+def _invert_spd_into(a, n, out, low):
+    """:func:`_invert_spd` with the Cholesky factor's scratch ``low`` (n x n) passed in: one
+    factorisation, then a forward and back substitution per unit vector (same arithmetic as
+    :func:`_cholesky_solve` on each column)."""
+    for i in range(n):
+        for j in range(i + 1):
+            s = a[i, j]
+            for k in range(j):
+                s -= low[i, k] * low[j, k]
+            if i == j:
+                if s <= 0.0:
+                    return False
+                low[i, i] = np.sqrt(s)
+            else:
+                low[i, j] = s / low[j, j]
     for j in range(n):
-        e[:] = 0.0
-        e[j] = 1.0
-        if not _cholesky_solve(a, e, n, col):
-            return False
+        # Forward substitution of e_j into out[:, j], then back substitution in place.
         for i in range(n):
-            out[i, j] = col[i]
+            s = 1.0 if i == j else 0.0
+            for k in range(i):
+                s -= low[i, k] * out[k, j]
+            out[i, j] = s / low[i, i]
+        for i in range(n - 1, -1, -1):
+            s = out[i, j]
+            for k in range(i + 1, n):
+                s -= low[k, i] * out[k, j]
+            out[i, j] = s / low[i, i]
     return True
 
 

@@ -16,10 +16,12 @@ NaN where the image is not finite; ``texture`` is the Wiener estimate of ``resid
 import numpy as np
 from numba import njit, prange
 
-from pvq_dask.kernels._fit import _invert_spd, _residual_frac
+from pvq_dask.kernels._fit import _invert_spd_into, _residual_frac
 
 __all__ = ["core_residual", "gls_newton", "subtract_columns", "texture_inputs",
            "texture_model", "white_variance"]
+
+_CHUNK = 64   # columns per parallel work item of gls_newton
 
 
 @njit(parallel=True, cache=True)
@@ -39,87 +41,115 @@ def gls_newton(resid, level, texture, var, params, active, radius, fisher, level
     Gaussian prior (``sigma_prior`` +- ``sigma_tau``): columns of one frame share the probe
     and differ little in width, and a free width lets a weak column swallow a carbon grain.
     """
-    h, w = resid.shape
     n = params.shape[0]
+    n_chunk = (n + _CHUNK - 1) // _CHUNK
+    for c in prange(n_chunk):
+        # Scratch per chunk of columns, not per column (allocations cost more than the math).
+        hess = np.empty((5, 5))
+        inv = np.empty((5, 5))
+        low = np.empty((5, 5))
+        grad = np.empty(5)
+        info = np.empty(5)
+        gx = np.empty(2 * int(np.ceil(radius)) + 1)
+        for k in range(c * _CHUNK, min((c + 1) * _CHUNK, n)):
+            if active[k]:
+                _newton_column(k, resid, level, texture, var, params, radius, fisher, levels,
+                               sigma_prior, sigma_tau, step_out, hinv_out, hess, inv, low,
+                               grad, info, gx)
+
+
+@njit(cache=True)
+def _newton_column(k, resid, level, texture, var, params, radius, fisher, levels,
+                   sigma_prior, sigma_tau, step_out, hinv_out, hess, inv, low, grad, info, gx):
+    """:func:`gls_newton` for column ``k`` (scratch arrays passed in)."""
+    h, w = resid.shape
     r = int(np.ceil(radius))
-    for k in prange(n):
-        if not active[k]:
+    x, y, sx, sy, a = params[k, 0], params[k, 1], params[k, 2], params[k, 3], params[k, 4]
+    isx2, isy2 = 1.0 / (sx * sx), 1.0 / (sy * sy)
+    isx3, isy3 = isx2 / sx, isy2 / sy
+    cx, cy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+    g0 = g1 = g2 = g3 = g4 = 0.0
+    n0 = n1 = n2 = n3 = n4 = 0.0   # white-noise information of each parameter (diagonal)
+    sum_x = 0.0
+    xa, xb = max(cx - r, 0), min(cx + r + 1, w)
+    for xx in range(xa, xb):
+        gx[xx - xa] = np.exp(-0.5 * ((xx - x) / sx) ** 2)
+    r2 = radius * radius
+    for yy in range(max(cy - r, 0), min(cy + r + 1, h)):
+        rem = r2 - (yy - cy) ** 2
+        if rem < 0.0:
             continue
-        x, y, sx, sy, a = params[k, 0], params[k, 1], params[k, 2], params[k, 3], params[k, 4]
-        cx, cy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-        grad = np.zeros(5)
-        hess = np.zeros((5, 5))
-        jac = np.empty(5)
-        info = np.zeros(5)   # white-noise information of each parameter (diagonal)
-        sum_x = 0.0
-        xa, xb = max(cx - r, 0), min(cx + r + 1, w)
-        gx = np.empty(max(xb - xa, 0))
-        for xx in range(xa, xb):
-            gx[xx - xa] = np.exp(-0.5 * ((xx - x) / sx) ** 2)
-        for yy in range(max(cy - r, 0), min(cy + r + 1, h)):
-            gyv = np.exp(-0.5 * ((yy - y) / sy) ** 2)
-            for xx in range(xa, xb):
-                if (xx - cx) ** 2 + (yy - cy) ** 2 > radius * radius:
+        half = int(np.sqrt(rem))
+        while half * half > rem:
+            half -= 1
+        dy = yy - y
+        gyv = np.exp(-0.5 * (dy / sy) ** 2)
+        for xx in range(max(cx - half, xa), min(cx + half + 1, xb)):
+            rr = resid[yy, xx] - level
+            if np.isfinite(rr):
+                vi = 1.0 / max(var[yy, xx], 1e-300)
+                zz = (rr - texture[yy, xx]) * vi
+                if not (np.isfinite(zz) and np.isfinite(vi)):
                     continue
-                rr = resid[yy, xx] - level
-                if np.isfinite(rr):
-                    vi = 1.0 / max(var[yy, xx], 1e-300)
-                    zz = (rr - texture[yy, xx]) * vi
-                    if not (np.isfinite(zz) and np.isfinite(vi)):
-                        continue
-                else:
-                    zz, vi = 0.0, 0.0
-                dx = xx - x
-                dy = yy - y
-                g = gyv * gx[xx - xa]
-                ag = a * g
-                jac[0] = ag * dx / (sx * sx)
-                jac[1] = ag * dy / (sy * sy)
-                jac[2] = ag * dx * dx / (sx * sx * sx)
-                jac[3] = ag * dy * dy / (sy * sy * sy)
-                jac[4] = g
-                for p in range(5):
-                    grad[p] += jac[p] * zz
-                    info[p] += jac[p] * jac[p] * vi
-                sum_x += jac[0] * jac[0] + jac[1] * jac[1]
-        # Local white variance (information-weighted harmonic mean) -> template.
-        nl = levels.shape[0]
-        t = 0.0
-        if nl > 1 and info[0] + info[1] > 0.0:
-            lv = np.log(sum_x / (info[0] + info[1]))
-            t = (lv - np.log(levels[0])) / (np.log(levels[nl - 1]) - np.log(levels[0]))
-            t = min(max(t * (nl - 1), 0.0), nl - 1 - 1e-9)
-        i0 = int(t)
-        f1 = t - i0
-        i1 = min(i0 + 1, nl - 1)
-        # Each parameter's template row/column is rescaled so the white-noise diagonal
-        # matches this column's own (pixel-exact Poisson) information: D F_gls D.
-        dscale = np.empty(5)
-        amp = np.array([a, a, a, a, 1.0])
+            else:
+                zz, vi = 0.0, 0.0
+            dx = xx - x
+            g = gyv * gx[xx - xa]
+            ag = a * g
+            j0 = ag * dx * isx2
+            j1 = ag * dy * isy2
+            j2 = ag * dx * dx * isx3
+            j3 = ag * dy * dy * isy3
+            g0 += j0 * zz
+            g1 += j1 * zz
+            g2 += j2 * zz
+            g3 += j3 * zz
+            g4 += g * zz
+            n0 += j0 * j0 * vi
+            n1 += j1 * j1 * vi
+            n2 += j2 * j2 * vi
+            n3 += j3 * j3 * vi
+            n4 += g * g * vi
+            sum_x += j0 * j0 + j1 * j1
+    grad[0], grad[1], grad[2], grad[3], grad[4] = g0, g1, g2, g3, g4
+    info[0], info[1], info[2], info[3], info[4] = n0, n1, n2, n3, n4
+    # Local white variance (information-weighted harmonic mean) -> template.
+    nl = levels.shape[0]
+    t = 0.0
+    if nl > 1 and info[0] + info[1] > 0.0:
+        lv = np.log(sum_x / (info[0] + info[1]))
+        t = (lv - np.log(levels[0])) / (np.log(levels[nl - 1]) - np.log(levels[0]))
+        t = min(max(t * (nl - 1), 0.0), nl - 1 - 1e-9)
+    i0 = int(t)
+    f1 = t - i0
+    i1 = min(i0 + 1, nl - 1)
+    # Each parameter's template row/column is rescaled so the white-noise diagonal
+    # matches this column's own (pixel-exact Poisson) information: D F_gls D (``low``
+    # holds D in its first row until the inversion needs it).
+    for p in range(5):
+        amp = a if p < 4 else 1.0
+        fw = (1 - f1) * fisher[i0, 0, p, p] + f1 * fisher[i1, 0, p, p]
+        low[0, p] = np.sqrt(info[p] / max(fw * amp * amp, 1e-300)) * amp
+    for p in range(5):
+        for q in range(5):
+            fg = (1 - f1) * fisher[i0, 1, p, q] + f1 * fisher[i1, 1, p, q]
+            hess[p, q] = low[0, p] * low[0, q] * fg
+    if sigma_tau > 0.0:
+        for p in range(2, 4):
+            grad[p] += (sigma_prior - params[k, p]) / (sigma_tau * sigma_tau)
+            hess[p, p] += 1.0 / (sigma_tau * sigma_tau)
+    if not _invert_spd_into(hess, 5, inv, low):
         for p in range(5):
-            fw = (1 - f1) * fisher[i0, 0, p, p] + f1 * fisher[i1, 0, p, p]
-            dscale[p] = np.sqrt(info[p] / max(fw * amp[p] * amp[p], 1e-300)) * amp[p]
-        for p in range(5):
-            for q in range(5):
-                fg = (1 - f1) * fisher[i0, 1, p, q] + f1 * fisher[i1, 1, p, q]
-                hess[p, q] = dscale[p] * dscale[q] * fg
-        if sigma_tau > 0.0:
-            for p in (2, 3):
-                grad[p] += (sigma_prior - params[k, p]) / (sigma_tau * sigma_tau)
-                hess[p, p] += 1.0 / (sigma_tau * sigma_tau)
-        inv = np.zeros((5, 5))
-        if not _invert_spd(hess, 5, inv):
-            for p in range(5):
-                step_out[k, p] = 0.0
-            hinv_out[k, 0, 0] = np.nan
-            continue
-        for p in range(5):
-            s = 0.0
-            for q in range(5):
-                s += inv[p, q] * grad[q]
-            step_out[k, p] = s
-            for q in range(5):
-                hinv_out[k, p, q] = inv[p, q]
+            step_out[k, p] = 0.0
+        hinv_out[k, 0, 0] = np.nan
+        return
+    for p in range(5):
+        s = 0.0
+        for q in range(5):
+            s += inv[p, q] * grad[q]
+        step_out[k, p] = s
+        for q in range(5):
+            hinv_out[k, p, q] = inv[p, q]
 
 
 @njit(parallel=True, cache=True)
@@ -138,13 +168,14 @@ def core_residual(image, resid, level, texture, var_img, gain, read_var, params,
         if not active[k]:
             continue
         x, y, sx, sy, a = params[k, 0], params[k, 1], params[k, 2], params[k, 3], params[k, 4]
+        isx, isy = 1.0 / sx, 1.0 / sy
         r = int(np.ceil(2.0 * max(sx, sy)))
         cx, cy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
         ex2, vsum, cnt = 0.0, 0.0, 0
         for yy in range(max(cy - r, 0), min(cy + r + 1, h)):
             for xx in range(max(cx - r, 0), min(cx + r + 1, w)):
-                ex = (xx - x) / sx
-                ey = (yy - y) / sy
+                ex = (xx - x) * isx
+                ey = (yy - y) * isy
                 if ex * ex + ey * ey > 4.0:
                     continue
                 d = resid[yy, xx] - level - texture[yy, xx]
