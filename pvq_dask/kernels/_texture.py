@@ -94,30 +94,40 @@ class TextureSpectrum:
         levels = np.asarray(white_vars, dtype=np.float64)
         weights = np.empty((len(kr), len(levels) + 1))
         weights[:, 0] = 1.0
-        weights[:, 1:] = levels / (levels + s_k[:, None])
-        f = (prod @ weights / n_grid**2).T.reshape(len(levels) + 1, 5, 5)
-        out = np.empty((len(levels), 2, 5, 5))
-        out[:, 0] = f[0]
-        out[:, 1] = f[1:]
-        # Position is orthogonal to width and amplitude by symmetry.
-        out[:, :, :2, 2:] = 0.0
-        out[:, :, 2:, :2] = 0.0
-        out[:, :, 0, 1] = out[:, :, 1, 0] = 0.0
+        np.divide(levels, levels + s_k[:, None], out=weights[:, 1:])
+        f = prod @ weights / n_grid**2        # (pairs, 1 + L)
+        out = np.zeros((len(levels), 2, 5, 5))
+        for m, (p, q) in enumerate(_FISHER_PAIRS):
+            out[:, 0, p, q] = out[:, 0, q, p] = f[m, 0]
+            out[:, 1, p, q] = out[:, 1, q, p] = f[m, 1:]
         return out
+
+
+_FISHER_PAIRS = ((0, 0), (1, 1), (2, 2), (2, 3), (2, 4), (3, 3), (3, 4), (4, 4))
 
 
 @functools.lru_cache(maxsize=8)
 def _fisher_basis(sigma_px, n_grid):
-    """Products (25, n_grid^2) of the Fourier-domain parameter derivatives of a unit
-    Gaussian column (the Fisher integrands), and |k|."""
-    k1 = np.fft.fftfreq(n_grid) * 2 * np.pi
+    """Products of the Fourier-domain parameter derivatives of a unit Gaussian column (the
+    Fisher integrands) for :data:`_FISHER_PAIRS`, and |k|, on the quadrant kx, ky >= 0 of
+    the ``n_grid`` x ``n_grid`` grid, each point weighted by the number of grid points it
+    stands for (every integrand is even in kx and in ky). The other pairs vanish: position
+    is orthogonal to width, amplitude and the other position by symmetry."""
+    half = n_grid // 2
+    k1 = np.arange(half + 1) * (2 * np.pi / n_grid)
+    mult = np.full(half + 1, 2.0)
+    mult[0] = 1.0
+    if n_grid % 2 == 0:
+        mult[half] = 1.0   # the Nyquist frequency has no mirror image
     kx, ky = np.meshgrid(k1, k1, indexing="xy")
     s = sigma_px
     g = 2 * np.pi * s * s * np.exp(-0.5 * (kx**2 + ky**2) * s * s)
     # Derivatives of the transform; position ones are imaginary (i k g), kept as k g.
     jac = np.stack([kx * g, ky * g, g * (1.0 / s - kx**2 * s), g * (1.0 / s - ky**2 * s),
                     g]).reshape(5, -1)
-    return (jac[:, None, :] * jac[None, :, :]).reshape(25, -1), np.hypot(kx, ky).ravel()
+    weight = np.outer(mult, mult).ravel()
+    prod = np.stack([jac[p] * jac[q] * weight for p, q in _FISHER_PAIRS])
+    return prod, np.hypot(kx, ky).ravel()
 
 
 @functools.lru_cache(maxsize=8)

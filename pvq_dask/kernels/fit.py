@@ -31,10 +31,11 @@ Two stages, both over all columns at once:
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pvq_dask.kernels._fit import N_PARAM, STATUS, fit_windows, render_model, window_offsets
+from pvq_dask.kernels._fit import N_PARAM, STATUS, render_model, window_offsets
 from pvq_dask.kernels._gls import MAX_SIGMA_RATIO as _MAX_SIGMA_RATIO
 from pvq_dask.kernels._gls import RENDER_N_SIGMA as _RENDER_N_SIGMA
 from pvq_dask.kernels._gls import gls_refine, median_width, rough_amplitude, texture_model
+from pvq_dask.kernels._lm import fit_windows
 from pvq_dask.kernels.crlb import NoiseModel, estimate_noise_model
 
 __all__ = ["fit_columns", "FIT_KEYS"]

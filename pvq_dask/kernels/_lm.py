@@ -1,0 +1,322 @@
+"""Levenberg-Marquardt window fits of the batched column fitter (see :mod:`pvq_dask.kernels.fit`).
+
+Every column is fitted in its own disc of pixels, all columns in parallel (``prange``), by a
+Levenberg-Marquardt loop on the weighted least-squares objective
+
+    chi2 = sum_i w_i (d_i - f_i)^2,   f = A g(x, y, sx, sy) + B [+ bx (X - cx) + by (Y - cy)]
+
+where ``d`` is the image minus the current model of every *other* column (neighbour
+subtraction) and ``w_i = 1 / (gain * model_i + read_var)`` is recomputed from the model after
+each accepted step (iteratively reweighted least squares: its fixed point solves the Poisson
+quasi-likelihood score equations). The returned covariance is the inverse of ``J^T W J`` at
+the solution. Parameter layout: :data:`pvq_dask.kernels._fit.N_PARAM`.
+
+Speed: a trial step is evaluated in one pass over the window that gives its chi2 under the
+current weights (the acceptance test) and, for when it is accepted, the new weights, chi2
+and normal equations (kept in a second set of buffers, swapped in on acceptance). The
+Gaussian is separable: its 1-D factors on the window's columns and rows cost 2 (2R + 1)
+exponentials instead of one per pixel.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from pvq_dask.kernels._fit import N_PARAM, _cholesky_solve, _invert_spd, _residual_frac
+
+__all__ = ["fit_windows"]
+
+_MIN_SIGMA_PX = 0.3
+_CHI2_ONLY, _JAC_ONLY, _BOTH = 0, 1, 2
+
+
+@njit(cache=True)
+def _eval(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
+          weighted, mode, wts_in, wts_out, acc, jtr, free_idx, gx, gy, jac, jf):
+    """One pass over the window at parameters ``p``.
+
+    Returns ``(chi2 with the weights wts_in, chi2 with the weights at p)``; the first unless
+    ``mode`` is ``_JAC_ONLY``, the second (with the weights written to ``wts_out`` and the
+    normal equations of the free parameters, the lower triangle of J^T W J and J^T W r, to
+    ``acc`` and ``jtr``) unless it is ``_CHI2_ONLY``."""
+    x, y, sx, sy, a, b, bx, by = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+    nf = free_idx.shape[0]
+    r0 = (gx.shape[0] - 1) // 2
+    for k in range(gx.shape[0]):
+        ex = (cx - r0 + k - x) / sx
+        ey = (cy - r0 + k - y) / sy
+        gx[k] = np.exp(-0.5 * ex * ex)
+        gy[k] = np.exp(-0.5 * ey * ey)
+    want_jac = mode != _CHI2_ONLY
+    if want_jac:
+        for m in range(nf):
+            jtr[m] = 0.0
+            for q in range(nf):
+                acc[m, q] = 0.0
+    isx2, isy2 = 1.0 / (sx * sx), 1.0 / (sy * sy)
+    isx3, isy3 = isx2 / sx, isy2 / sy
+    chi_in, chi_out = 0.0, 0.0
+    for i in range(npix):
+        dx = px[i] - x
+        dy = py[i] - y
+        g = gx[gxi[i]] * gy[gyi[i]]
+        ag = a * g
+        f = ag + b + bx * (px[i] - cx) + by * (py[i] - cy)
+        r = data[i] - f
+        if mode != _JAC_ONLY:
+            chi_in += wts_in[i] * r * r
+        if not want_jac:
+            continue
+        wi = 1.0
+        if weighted:
+            v = fixed_var[i]
+            if v < 0.0:
+                v = gain * max(f + others[i], 0.5 * gain) + read_var
+            wi = 1.0 / max(v, 1e-12)
+        wts_out[i] = wi
+        chi_out += wi * r * r
+        jac[0] = ag * dx * isx2
+        jac[1] = ag * dy * isy2
+        jac[2] = ag * dx * dx * isx3
+        jac[3] = ag * dy * dy * isy3
+        jac[4] = g
+        jac[5] = 1.0
+        jac[6] = px[i] - cx
+        jac[7] = py[i] - cy
+        for m in range(nf):
+            jf[m] = jac[free_idx[m]]
+        for m in range(nf):
+            jm = wi * jf[m]
+            jtr[m] += jm * r
+            for q in range(m + 1):
+                acc[m, q] += jm * jf[q]
+    return chi_in, chi_out
+
+
+@njit(cache=True)
+def _expand(acc, jtr_c, free_idx, jtj, jtr):
+    """Normal equations of the free parameters -> full N_PARAM system, fixed parameters
+    pinned (zero gradient, identity row and column)."""
+    for i in range(N_PARAM):
+        jtr[i] = 0.0
+        for j in range(N_PARAM):
+            jtj[i, j] = 0.0
+        jtj[i, i] = 1.0
+    nf = free_idx.shape[0]
+    for m in range(nf):
+        jtr[free_idx[m]] = jtr_c[m]
+        for q in range(m + 1):
+            jtj[free_idx[m], free_idx[q]] = acc[m, q]
+            jtj[free_idx[q], free_idx[m]] = acc[m, q]
+
+
+@njit(parallel=True, cache=True)
+def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off, free, gain,
+                read_var, weighted, tol, max_iter, min_pixels, cov, chi2_out, npix_out,
+                niter_out, status_out, resid_out):
+    """Fit every column (rows of ``params``, updated in place) in its own pixel disc.
+
+    ``model`` is the rendered Gaussian part of all columns with parameters ``rendered``;
+    each column's own rendered contribution is added back, so its data are the image minus
+    its neighbours. ``centre`` (n, 2) int64 holds the window centre pixel of each column.
+    ``var_img`` is a per-pixel variance image that replaces the noise model when it has the
+    image's shape (pass a (1, 1) array to use ``gain`` and ``read_var``).
+    ``free`` (8,) bool marks the fitted parameters (the others keep their start values).
+    ``cov`` (n, 8, 8) receives the inverse of J^T W J (zero rows for fixed parameters).
+    """
+    h, w = image.shape
+    n = params.shape[0]
+    n_off = dx_off.shape[0]
+    n_fit = 0
+    for i in range(N_PARAM):
+        if free[i]:
+            n_fit += 1
+    free_idx = np.empty(n_fit, np.int64)
+    n_fit = 0
+    for i in range(N_PARAM):
+        if free[i]:
+            free_idx[n_fit] = i
+            n_fit += 1
+    span = 2 * int(dx_off.max()) + 1
+    r0 = (span - 1) // 2
+    use_img = var_img.shape[0] == h and var_img.shape[1] == w
+    for k in prange(n):
+        px = np.empty(n_off)
+        py = np.empty(n_off)
+        gxi = np.empty(n_off, np.int64)
+        gyi = np.empty(n_off, np.int64)
+        data = np.empty(n_off)
+        others = np.empty(n_off)
+        fixed_var = np.empty(n_off)
+        gx = np.empty(span)
+        gy = np.empty(span)
+        cx, cy = centre[k, 0], centre[k, 1]
+        # Own rendered contribution (to add back) uses the parameters the model was drawn with.
+        rx, ry, rsx, rsy, ra = (rendered[k, 0], rendered[k, 1], rendered[k, 2], rendered[k, 3],
+                                rendered[k, 4])
+        if ra != 0.0:
+            for t in range(span):
+                ex = (cx - r0 + t - rx) / rsx
+                ey = (cy - r0 + t - ry) / rsy
+                gx[t] = ra * np.exp(-0.5 * ex * ex)
+                gy[t] = np.exp(-0.5 * ey * ey)
+        npix = 0
+        bad = False
+        for t in range(n_off):
+            xx = cx + dx_off[t]
+            yy = cy + dy_off[t]
+            if xx < 0 or yy < 0 or xx >= w or yy >= h:
+                continue
+            val = image[yy, xx]
+            if not np.isfinite(val):
+                bad = True
+                break
+            own = 0.0
+            if ra != 0.0:
+                own = gx[dx_off[t] + r0] * gy[dy_off[t] + r0]
+            oth = model[yy, xx] - own
+            px[npix] = xx
+            py[npix] = yy
+            gxi[npix] = dx_off[t] + r0
+            gyi[npix] = dy_off[t] + r0
+            fixed_var[npix] = var_img[yy, xx] if use_img else -1.0
+            data[npix] = val - oth
+            others[npix] = oth
+            npix += 1
+        npix_out[k] = npix
+        niter_out[k] = 0
+        if bad:
+            status_out[k] = 1
+            continue
+        if npix < min_pixels:
+            status_out[k] = 2
+            continue
+        p = params[k].copy()
+        for i in range(N_PARAM):
+            if not free[i] and not np.isfinite(p[i]):
+                p[i] = 0.0
+        if not (np.isfinite(p[4]) and np.isfinite(p[5])):
+            _auto_start(p, px, py, cx, cy, data, npix)
+        status, it, chi2, jtj = _levenberg_marquardt(
+            p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
+            weighted, tol, max_iter, free_idx, gx, gy, float(dx_off.max()))
+        niter_out[k] = it
+        for i in range(N_PARAM):
+            params[k, i] = p[i]
+        chi2_out[k] = chi2
+        inv = np.zeros((N_PARAM, N_PARAM))
+        if not _invert_spd(jtj, N_PARAM, inv):
+            status = 4
+        for i in range(N_PARAM):
+            for j in range(N_PARAM):
+                cov[k, i, j] = inv[i, j] if (free[i] and free[j]) else 0.0
+        status_out[k] = status
+        resid_out[k] = _core_excess(p, px, py, cx, cy, data, others, fixed_var, npix, gain,
+                                    read_var)
+
+
+@njit(cache=True)
+def _auto_start(p, px, py, cx, cy, data, npix):
+    """Background from the outer ring of the window, amplitude from its centre."""
+    r2max = 0.0
+    for t in range(npix):
+        r2 = (px[t] - cx) ** 2 + (py[t] - cy) ** 2
+        r2max = max(r2max, r2)
+    ring, nring, core, ncore = 0.0, 0, 0.0, 0
+    for t in range(npix):
+        r2 = (px[t] - cx) ** 2 + (py[t] - cy) ** 2
+        if r2 >= 0.6 * r2max:
+            ring += data[t]
+            nring += 1
+        if r2 <= 2.0:
+            core += data[t]
+            ncore += 1
+    p[5] = ring / max(nring, 1)
+    p[4] = max(core / max(ncore, 1) - p[5], 1e-3)
+
+
+@njit(cache=True)
+def _levenberg_marquardt(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
+                         read_var, weighted, tol, max_iter, free_idx, gx, gy, reach):
+    """LM loop on one window from ``p`` (updated in place). Returns the status code, the
+    iterations, chi2 and J^T W J (N_PARAM x N_PARAM, fixed parameters pinned) at the end."""
+    nf = free_idx.shape[0]
+    wts, wts_new = np.empty(npix), np.empty(npix)
+    acc, acc_new = np.empty((nf, nf)), np.empty((nf, nf))
+    jtr_c, jtr_new = np.empty(nf), np.empty(nf)
+    jac, jf = np.empty(N_PARAM), np.empty(nf)
+    jtj = np.zeros((N_PARAM, N_PARAM))
+    jtr = np.zeros(N_PARAM)
+    lhs = np.zeros((N_PARAM, N_PARAM))
+    step = np.zeros(N_PARAM)
+    trial = np.empty(N_PARAM)
+    x0, y0 = p[0], p[1]
+    max_shift = 0.6 * reach
+    _, chi2 = _eval(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
+                    read_var, weighted, _JAC_ONLY, wts, wts, acc, jtr_c, free_idx, gx, gy,
+                    jac, jf)
+    _expand(acc, jtr_c, free_idx, jtj, jtr)
+    lam = 1e-3
+    status = 3
+    it = 0
+    while it < max_iter:
+        it += 1
+        for i in range(N_PARAM):
+            for j in range(N_PARAM):
+                lhs[i, j] = jtj[i, j]
+            lhs[i, i] = jtj[i, i] * (1.0 + lam) + 1e-12
+        if not _cholesky_solve(lhs, jtr, N_PARAM, step):
+            lam *= 10.0
+            if lam > 1e12:
+                status = 4
+                break
+            continue
+        for i in range(N_PARAM):
+            trial[i] = p[i] + step[i]
+        valid = (trial[2] > _MIN_SIGMA_PX and trial[3] > _MIN_SIGMA_PX
+                 and trial[2] < max_shift * 2 and trial[3] < max_shift * 2
+                 and abs(trial[0] - x0) <= max_shift and abs(trial[1] - y0) <= max_shift)
+        new, new_chi2 = np.inf, np.inf
+        if valid:
+            new, new_chi2 = _eval(trial, px, py, gxi, gyi, cx, cy, data, others, fixed_var,
+                                  npix, gain, read_var, weighted, _BOTH, wts, wts_new,
+                                  acc_new, jtr_new, free_idx, gx, gy, jac, jf)
+        if new <= chi2:
+            small = abs(step[0]) <= tol and abs(step[1]) <= tol
+            done = (chi2 - new) <= tol * chi2 or small
+            for i in range(N_PARAM):
+                p[i] = trial[i]
+            wts, wts_new = wts_new, wts
+            acc, acc_new = acc_new, acc
+            jtr_c, jtr_new = jtr_new, jtr_c
+            chi2 = new_chi2
+            _expand(acc, jtr_c, free_idx, jtj, jtr)
+            lam = max(lam * 0.1, 1e-9)
+            if done:
+                status = 0
+                break
+        else:
+            lam *= 10.0
+            if lam > 1e12:
+                status = 0  # no step improves chi2: at the minimum to machine precision
+                break
+    return status, it, chi2, jtj
+
+
+@njit(cache=True)
+def _core_excess(p, px, py, cx, cy, data, others, fixed_var, npix, gain, read_var):
+    """Excess residual over the noise model in the column core (2 sigma), / amplitude."""
+    ex2, vsum, ncore = 0.0, 0.0, 0
+    for t in range(npix):
+        ddx = (px[t] - p[0]) / p[2]
+        ddy = (py[t] - p[1]) / p[3]
+        if ddx * ddx + ddy * ddy <= 4.0:
+            g = np.exp(-0.5 * (ddx * ddx + ddy * ddy))
+            f = p[4] * g + p[5] + p[6] * (px[t] - cx) + p[7] * (py[t] - cy)
+            r = data[t] - f
+            v = fixed_var[t]
+            if v < 0.0:
+                v = gain * max(f + others[t], 0.5 * gain) + read_var
+            ex2 += r * r - v
+            vsum += v
+            ncore += 1
+    return _residual_frac(ex2, vsum, ncore, p[4])
