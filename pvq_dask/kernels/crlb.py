@@ -18,7 +18,7 @@ re-exported here.
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
+from numba import njit
 
 from pvq_dask.kernels._texture import TextureSpectrum, estimate_texture_spectrum
 
@@ -53,6 +53,84 @@ class NoiseModel:
         units): a pixel never has less shot noise than that, whatever the model says.
         """
         return self.gain * np.maximum(expected, 0.5 * self.gain) + self.read_var
+
+
+@njit(cache=True)
+def _noise_samples(image, mask, n_sample):
+    """Immerkaer residual and 3x3 mean at the usable pixels (whole 3x3 neighbourhood finite,
+    inside ``mask`` unless it is (1, 1), not on the border), in raster order; every
+    ``count // n_sample``-th of them when there are more than ``n_sample`` (a regular
+    subsample is plenty for 16 variances): computed only there, not on the whole frame."""
+    h, w = image.shape
+    use_mask = mask.shape[0] == h and mask.shape[1] == w
+    usable = np.zeros((h, w), np.bool_)
+    count = 0
+    for i in range(1, h - 1):
+        for j in range(1, w - 1):
+            if use_mask and not mask[i, j]:
+                continue
+            good = True
+            for di in range(-1, 2):
+                for dj in range(-1, 2):
+                    if not np.isfinite(image[i + di, j + dj]):
+                        good = False
+            if good:
+                usable[i, j] = True
+                count += 1
+    step = count // n_sample if count > n_sample else 1
+    n_out = (count + step - 1) // step
+    resid = np.empty(n_out)
+    local = np.empty(n_out)
+    k, t = 0, 0
+    for i in range(1, h - 1):
+        for j in range(1, w - 1):
+            if not usable[i, j]:
+                continue
+            if t % step == 0:
+                s, m = 0.0, 0.0
+                for di in range(-1, 2):
+                    for dj in range(-1, 2):
+                        v = image[i + di, j + dj]
+                        s += _IMMERKAER[di + 1, dj + 1] * v
+                        m += v
+                resid[k] = s
+                local[k] = m / 9.0
+                k += 1
+            t += 1
+    return resid, local
+
+
+@njit(cache=True)
+def _binned_mad(resid, local, edges):
+    """Per bin of ``local`` (bin b: edges[b] <= local < edges[b + 1], the last bin closed,
+    values beyond the edges in the outer bins): mean local value, median absolute deviation
+    of ``resid`` and count."""
+    nb = edges.shape[0] - 1
+    which = np.empty(local.shape[0], np.int64)
+    counts = np.zeros(nb, np.int64)
+    for i in range(local.shape[0]):
+        b = min(max(np.searchsorted(edges, local[i], side="right") - 1, 0), nb - 1)
+        which[i] = b
+        counts[b] += 1
+    starts = np.zeros(nb + 1, np.int64)
+    for b in range(nb):
+        starts[b + 1] = starts[b] + counts[b]
+    pos = starts[:nb].copy()
+    r_sorted = np.empty(resid.shape[0])
+    means = np.zeros(nb)
+    for i in range(local.shape[0]):
+        b = which[i]
+        r_sorted[pos[b]] = resid[i]
+        pos[b] += 1
+        means[b] += local[i]
+    mads = np.zeros(nb)
+    for b in range(nb):
+        if counts[b] == 0:
+            continue
+        means[b] /= counts[b]
+        r = r_sorted[starts[b]:starts[b + 1]]
+        mads[b] = np.median(np.abs(r - np.median(r)))
+    return means, mads, counts
 
 
 def estimate_noise_model(image, *, mask=None, n_bins=16):
@@ -93,36 +171,19 @@ def estimate_noise_model(image, *, mask=None, n_bins=16):
     image = image[crop]
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)[crop]
-    finite = np.isfinite(image)
-    filled = np.where(finite, image, 0.0)
-    # A pixel is usable when its whole 3x3 neighbourhood is finite.
-    ok = ndi.minimum_filter(finite, size=3, mode="constant", cval=False)
     if mask is not None:
-        ok &= np.asarray(mask, dtype=bool)
-    ok[[0, -1], :] = False
-    ok[:, [0, -1]] = False
-    if ok.sum() < 64:
+        mask = np.ascontiguousarray(mask, dtype=bool)
+    resid, local = _noise_samples(np.ascontiguousarray(image),
+                                  np.ones((1, 1), bool) if mask is None else mask, _NOISE_SAMPLE)
+    if len(resid) < 64:
         raise ValueError("too few finite pixels to estimate the noise (need >= 64)")
-    resid = ndi.correlate(filled, _IMMERKAER, mode="reflect")[ok]
-    local = ndi.uniform_filter(filled, 3, mode="reflect")[ok]
-    if len(resid) > _NOISE_SAMPLE:  # a regular subsample is plenty for 16 variances
-        step = len(resid) // _NOISE_SAMPLE
-        resid, local = resid[::step], local[::step]
     edges = np.unique(np.quantile(local, np.linspace(0.0, 1.0, n_bins + 1)))
     if len(edges) < 3:  # constant image: one bin, no slope
         spread = _MAD_TO_STD * np.median(np.abs(resid - np.median(resid)))
         return NoiseModel(gain=0.0, read_var=float(spread**2))
-    which = np.clip(np.searchsorted(edges, local, side="right") - 1, 0, len(edges) - 2)
-    means, variances, counts = [], [], []
-    for b in range(len(edges) - 1):
-        r = resid[which == b]
-        if len(r) < 16:
-            continue
-        mad = np.median(np.abs(r - np.median(r)))
-        means.append(local[which == b].mean())
-        variances.append((_MAD_TO_STD * mad) ** 2)
-        counts.append(len(r))
-    means, variances, counts = map(np.asarray, (means, variances, counts))
+    means, mads, counts = _binned_mad(resid, local, edges)
+    use = counts >= 16
+    means, variances, counts = means[use], (_MAD_TO_STD * mads[use]) ** 2, counts[use]
     # The brightest bin holds column peaks whose curvature leaks into the residual.
     keep = means <= np.quantile(means, 0.95) if len(means) > 4 else np.ones(len(means), bool)
     design = np.c_[means[keep], np.ones(keep.sum())]
