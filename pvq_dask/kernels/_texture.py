@@ -42,37 +42,34 @@ class TextureSpectrum:
         centres = (np.arange(len(self.texture_power)) + 0.5) * self.dk
         return np.interp(k, centres, self.texture_power, right=0.0)
 
-    def _filter(self, image, gain_fn, pad_px, offset):
-        """Apply the radial Fourier gain ``gain_fn(texture_power)`` to ``image - offset``
-        (float32 FFTs, reflect padding against wrap-around, NaN read as 0). Returns a float32
-        view."""
+    def _filter(self, image, pad_px, offset):
+        """Apply the Wiener gain to ``image - offset`` (float32 FFTs, reflect padding against
+        wrap-around, NaN read as 0). Returns a float32 view."""
         h, w = image.shape
         p = int(min(pad_px, h - 1, w - 1))
         shp = _fast_shape(h + 2 * p, w + 2 * p)
         spec = sfft.rfft2(_reflect_pad(image, p, shp[0], shp[1], offset), workers=-1)
-        spec *= self._gain(gain_fn, shp)
+        spec *= self._gain(shp)
         return sfft.irfft2(spec, s=shp, workers=-1)[p:p + h, p:p + w]
 
-    def _gain(self, gain_fn, shape):
-        """Fourier gain on the transform grid, cached per spectrum (the Gauss-Newton loop
-        filters many residuals with one spectrum)."""
-        key = (id(self), gain_fn, shape)
+    def _gain(self, shape):
+        """Wiener gain S / (S + N) on the transform grid, cached per spectrum (the
+        Gauss-Newton loop filters many residuals with one spectrum)."""
+        key = (id(self), shape)
         hit = _GAIN_CACHE.get(key)
         if hit is None or hit[0] is not self:
             if len(_GAIN_CACHE) > 8:
                 _GAIN_CACHE.clear()
-            s_k = self.texture_at(_radial_k(shape))
-            hit = (self, getattr(self, gain_fn)(s_k).astype(np.float32))
+            hit = (self, _wiener_gain(_radial_k(shape), self.dk,
+                                      np.ascontiguousarray(self.texture_power, np.float64),
+                                      self.white_power))
             _GAIN_CACHE[key] = hit
         return hit[1]
-
-    def _wiener_gain(self, s_k):
-        return s_k / (s_k + self.white_power)
 
     def wiener(self, residual, *, pad_px=32, offset=0.0):
         """Wiener estimate of the texture in ``residual - offset`` (NaN read as 0): S / (S + N)
         filter. Returns float32 (the transforms are single precision)."""
-        return self._filter(residual, "_wiener_gain", pad_px, float(offset))
+        return self._filter(residual, pad_px, float(offset))
 
     def column_fisher(self, sigma_px, *, n_grid=256, white_var=None):
         """Fisher matrices (5, 5) of a unit-amplitude Gaussian column: white noise, and white
@@ -143,11 +140,35 @@ def _fast_shape(h, w):
 
 
 @njit(cache=True)
+def _wiener_gain(kr, dk, power, white):
+    """float32 S(k) / (S(k) + white) at the radial frequencies ``kr``; S interpolated
+    linearly between the bin centres (b + 1/2) dk, ``power[0]`` below the first, 0 beyond the
+    last (as :meth:`TextureSpectrum.texture_at`)."""
+    out = np.empty(kr.shape, np.float32)
+    nb = power.shape[0]
+    h, w = kr.shape
+    for i in range(h):
+        for j in range(w):
+            u = kr[i, j] / dk - 0.5
+            if u <= 0.0:
+                s = power[0]
+            elif u >= nb - 1:
+                s = power[nb - 1] if u == nb - 1 else 0.0
+            else:
+                b = int(u)
+                s = power[b] + (power[b + 1] - power[b]) * (u - b)
+            out[i, j] = s / (s + white)
+    return out
+
+
+@njit(cache=True)
 def _reflect_pad(image, p, sh, sw, offset):
     """float32 (sh, sw) buffer: ``image - offset`` (NaN -> 0) at [p:p+h, p:p+w], mirrored
     without repeating the edge into a margin of ``p`` (numpy's "reflect"), zeros beyond."""
     h, w = image.shape
-    out = np.zeros((sh, sw), np.float32)
+    out = np.empty((sh, sw), np.float32)
+    out[h + 2 * p:, :] = 0.0
+    out[:h + 2 * p, w + 2 * p:] = 0.0
     for i in range(h + 2 * p):
         si = i - p
         if si < 0:
@@ -175,7 +196,35 @@ def _rings(shape):
     which = np.minimum((kr / dk).astype(np.int64), nbin)
     starts = np.r_[0, np.cumsum(np.bincount(which.ravel(), minlength=nbin + 1))]
     white = kr > _WHITE_FROM_K
-    return win, float((win**2).sum()), dk, nbin, which, starts, white, int(white.sum())
+    return win, dk, nbin, which, starts, white, int(white.sum())
+
+
+@njit(cache=True)
+def _windowed(r, mask, win):
+    """``(r - mean) * win`` over the usable pixels (finite, and in ``mask`` unless it is
+    (1, 1)), 0 elsewhere; the sum of win^2 and the mean of (r - mean)^2 over them, and
+    their count (the mean is over the usable pixels)."""
+    h, w = r.shape
+    use_mask = mask.shape[0] == h and mask.shape[1] == w
+    total, count = 0.0, 0
+    for i in range(h):
+        for j in range(w):
+            v = r[i, j]
+            if np.isfinite(v) and (not use_mask or mask[i, j]):
+                total += v
+                count += 1
+    mean = total / max(count, 1)
+    out = np.zeros((h, w))
+    w2, sq = 0.0, 0.0
+    for i in range(h):
+        for j in range(w):
+            v = r[i, j]
+            if np.isfinite(v) and (not use_mask or mask[i, j]):
+                d = v - mean
+                out[i, j] = d * win[i, j]
+                w2 += win[i, j] * win[i, j]
+                sq += d * d
+    return out, w2, sq / max(count, 1), count
 
 
 @njit(cache=True)
@@ -238,27 +287,21 @@ def estimate_texture_spectrum(residual, *, white_power=None, mask=None):
     r = np.asarray(residual, dtype=float)
     if r.ndim != 2 or min(r.shape) < 16:
         raise ValueError(f"residual must be 2-D and at least 16x16 px, got shape {r.shape}")
-    ok = np.isfinite(r) if mask is None else np.isfinite(r) & np.asarray(mask, bool)
     crop = tuple(slice(max((n - _SPECTRUM_MAX_PX) // 2, 0), max((n - _SPECTRUM_MAX_PX) // 2, 0)
                        + min(n, _SPECTRUM_MAX_PX)) for n in r.shape)
-    r, ok = r[crop], ok[crop]
-    all_ok = bool(ok.all())
-    if not all_ok and ok.sum() < 64:
+    r = r[crop]
+    mask = np.ones((1, 1), np.bool_) if mask is None else np.asarray(mask, np.bool_)[crop]
+    win, dk, nbin, which, starts, white, n_white = _rings(r.shape)
+    windowed, win2_sum, sq, n_ok = _windowed(r, mask, win)
+    if n_ok < 64:
         raise ValueError("too few usable pixels to estimate a background spectrum")
-    win, win2_sum, dk, nbin, which, starts, white, n_white = _rings(r.shape)
-    mean = r.mean() if all_ok else r[ok].mean()
-    r = r - mean
-    if not all_ok:
-        r[~ok] = 0.0
-        win2_sum = float((win**2 * ok).sum())
-    spec = sfft.rfft2(r * win, workers=-1)
+    spec = sfft.rfft2(windowed, workers=-1)
     prof, white_med = _ring_medians(spec, 1.0 / win2_sum, which, starts, nbin, white, n_white)
     prof /= np.log(2)
     if white_power is None:
         white_power = float(white_med / np.log(2))
     # Noise-free input: a white floor far below the signal keeps the Wiener filter from
     # passing everything (the texture's own high-frequency tail is then treated as noise).
-    sq = np.mean(r**2) if all_ok else np.mean(r[ok] ** 2)
     white_power = max(white_power, _WHITE_FLOOR * float(sq))
     texture = np.clip(prof - white_power, 0.0, None)
     return TextureSpectrum(dk=float(dk), texture_power=texture, white_power=float(white_power))
