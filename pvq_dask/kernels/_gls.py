@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from pvq_dask.kernels._fit import N_PARAM, render_model
+from pvq_dask.kernels._fit import N_PARAM, PARALLEL_MIN_COLUMNS, render_model
 from pvq_dask.kernels._gls_kernels import (
     core_residual,
     gls_newton,
@@ -51,13 +51,15 @@ def full_params(p5):
     return full
 
 
-def gls_refine(fr, params, active, n_iter, frozen=None):
+def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
     """Gauss-Newton on the texture-aware GLS objective (see the module docstring).
 
     ``frozen`` columns are part of the model (so their signal is not taken for texture)
-    but are not refined. Returns the parameters (n, 5), the inverse GLS Hessians (n, 5, 5),
-    the still-active columns, the background (level + texture) at each column's pixel, the
-    core residual fractions, the number of steps taken and the last texture spectrum."""
+    but are not refined. ``previous`` (a texture spectrum of the same frame, e.g. from
+    :func:`texture_model`) only speeds up the first spectrum estimate. Returns the
+    parameters (n, 5), the inverse GLS Hessians (n, 5, 5), the still-active columns, the
+    background (level + texture) at each column's pixel, the core residual fractions, the
+    number of steps taken and the last texture spectrum."""
     frozen = np.zeros(len(params), bool) if frozen is None else frozen & ~active
     image = fr.image
     gain, read_var = float(fr.noise.gain), float(fr.noise.read_var)
@@ -68,6 +70,7 @@ def gls_refine(fr, params, active, n_iter, frozen=None):
     resid = np.empty(image.shape)
     var = np.empty(image.shape)
     no_texture = np.zeros((1, 1), np.float32)
+    parallel = int(active.sum()) >= PARALLEL_MIN_COLUMNS
     spectrum, texture, templates, back_level, n_done = None, None, None, None, 0
     for it in range(n_iter + 1):
         total, count = subtract_columns(image, full_params(p), active | frozen, RENDER_N_SIGMA,
@@ -78,7 +81,8 @@ def gls_refine(fr, params, active, n_iter, frozen=None):
             mean_var = white_variance(image, resid, level if back_level is None else back_level,
                                       no_texture if texture is None else texture,
                                       fr.var_img, gain, read_var, var)
-            spectrum = estimate_texture_spectrum(resid)
+            hint = previous if spectrum is None else spectrum
+            spectrum = estimate_texture_spectrum(resid, previous=hint)
             # One white level for filter, weights and templates: the noise model's shape,
             # the residual's own high-frequency level.
             var *= spectrum.white_power / max(mean_var, 1e-300)
@@ -93,7 +97,7 @@ def gls_refine(fr, params, active, n_iter, frozen=None):
             break
         step = np.zeros((len(p), 5))
         gls_newton(resid, level, texture, var, p, active, fr.radius, templates, levels,
-                   sig_med, _SIGMA_PRIOR_FRAC * sig_med, step, hinv)
+                   sig_med, _SIGMA_PRIOR_FRAC * sig_med, step, hinv, parallel=parallel)
         step[:, :2] = np.clip(step[:, :2], -_GLS_MAX_STEP_PX, _GLS_MAX_STEP_PX)
         step[:, 2:4] = np.clip(step[:, 2:4], -0.2 * p[:, 2:4], 0.2 * p[:, 2:4])
         step[:, 4] = np.maximum(step[:, 4], -0.5 * p[:, 4])
@@ -105,22 +109,22 @@ def gls_refine(fr, params, active, n_iter, frozen=None):
         if np.abs(step[active, :2]).max(initial=0.0) < _GLS_TOL_PX:
             break
     frac = core_residual(image, resid, level, texture, fr.var_img, gain, read_var,
-                         full_params(p), active)
+                         full_params(p), active, parallel=parallel)
     h, w = image.shape
     ij = np.clip(np.rint(p[:, :2]).astype(np.int64), 0, np.array([w - 1, h - 1]))
     back = level + texture[ij[:, 1], ij[:, 0]].astype(np.float64)
     return p, hinv, active, back, frac, n_done, spectrum
 
 
-def texture_model(image, rendered, active, sigma, xy):
+def texture_model(image, rendered, active, sigma, xy, previous=None):
     """Columns plus background (level + Wiener texture) under the column model ``rendered``
     (rows of active columns), the texture interpolated into the column cores from around
     them (normalised convolution): a misplaced column's misfit sits in its core and must
-    not be taken for background."""
+    not be taken for background. Returns the model and the texture spectrum."""
     resid = np.empty(image.shape)
     total, count = subtract_columns(image, rendered, active, RENDER_N_SIGMA, resid)
     level = total / max(count, 1)
-    spectrum = estimate_texture_spectrum(resid)
+    spectrum = estimate_texture_spectrum(resid, previous=previous)
     core = np.zeros((len(xy), N_PARAM))
     core[:, :2] = xy
     core[:, 2:4] = sigma
@@ -129,7 +133,7 @@ def texture_model(image, rendered, active, sigma, xy):
     num = texture_inputs(resid, level, weight, _CORE_DEPTH)
     texture_model_into(image, resid, level, spectrum.wiener(num), spectrum.wiener(weight), 0.05,
                        resid)
-    return resid
+    return resid, spectrum
 
 
 def rough_amplitude(image, xy, sigma):

@@ -24,9 +24,8 @@ __all__ = ["core_residual", "gls_newton", "subtract_columns", "texture_inputs",
 _CHUNK = 64   # columns per parallel work item of gls_newton
 
 
-@njit(parallel=True, cache=True)
 def gls_newton(resid, level, texture, var, params, active, radius, fisher, levels,
-               sigma_prior, sigma_tau, step_out, hinv_out):
+               sigma_prior, sigma_tau, step_out, hinv_out, *, parallel=True):
     """One block-diagonal Gauss-Newton step of the texture-aware (GLS) objective.
 
     The gradient is that of ``z = (resid - level - texture) / var`` (the residual filtered
@@ -40,22 +39,45 @@ def gls_newton(resid, level, texture, var, params, active, radius, fisher, level
     and the inverse Hessian (the GLS covariance) of every active column. The widths carry a
     Gaussian prior (``sigma_prior`` +- ``sigma_tau``): columns of one frame share the probe
     and differ little in width, and a free width lets a weak column swallow a carbon grain.
+    ``parallel``: chunks of columns over numba's threads, or one after the other.
     """
-    n = params.shape[0]
-    n_chunk = (n + _CHUNK - 1) // _CHUNK
-    for c in prange(n_chunk):
-        # Scratch per chunk of columns, not per column (allocations cost more than the math).
-        hess = np.empty((5, 5))
-        inv = np.empty((5, 5))
-        low = np.empty((5, 5))
-        grad = np.empty(5)
-        info = np.empty(5)
-        gx = np.empty(2 * int(np.ceil(radius)) + 1)
-        for k in range(c * _CHUNK, min((c + 1) * _CHUNK, n)):
-            if active[k]:
-                _newton_column(k, resid, level, texture, var, params, radius, fisher, levels,
-                               sigma_prior, sigma_tau, step_out, hinv_out, hess, inv, low,
-                               grad, info, gx)
+    run = _gls_newton_parallel if parallel else _gls_newton_serial
+    run(resid, float(level), texture, var, params, active, float(radius), fisher, levels,
+        float(sigma_prior), float(sigma_tau), step_out, hinv_out)
+
+
+@njit(parallel=True, cache=True)
+def _gls_newton_parallel(resid, level, texture, var, params, active, radius, fisher, levels,
+                         sigma_prior, sigma_tau, step_out, hinv_out):
+    for c in prange((params.shape[0] + _CHUNK - 1) // _CHUNK):
+        _newton_chunk(c, resid, level, texture, var, params, active, radius, fisher, levels,
+                      sigma_prior, sigma_tau, step_out, hinv_out)
+
+
+@njit(cache=True)
+def _gls_newton_serial(resid, level, texture, var, params, active, radius, fisher, levels,
+                       sigma_prior, sigma_tau, step_out, hinv_out):
+    for c in range((params.shape[0] + _CHUNK - 1) // _CHUNK):
+        _newton_chunk(c, resid, level, texture, var, params, active, radius, fisher, levels,
+                      sigma_prior, sigma_tau, step_out, hinv_out)
+
+
+@njit(cache=True)
+def _newton_chunk(c, resid, level, texture, var, params, active, radius, fisher, levels,
+                  sigma_prior, sigma_tau, step_out, hinv_out):
+    """Columns ``c * _CHUNK`` to ``(c + 1) * _CHUNK`` of :func:`gls_newton`, with one set
+    of scratch arrays (allocations cost more than the math of a column)."""
+    hess = np.empty((5, 5))
+    inv = np.empty((5, 5))
+    low = np.empty((5, 5))
+    grad = np.empty(5)
+    info = np.empty(5)
+    gx = np.empty(2 * int(np.ceil(radius)) + 1)
+    for k in range(c * _CHUNK, min((c + 1) * _CHUNK, params.shape[0])):
+        if active[k]:
+            _newton_column(k, resid, level, texture, var, params, radius, fisher, levels,
+                           sigma_prior, sigma_tau, step_out, hinv_out, hess, inv, low, grad,
+                           info, gx)
 
 
 @njit(cache=True)
@@ -152,44 +174,65 @@ def _newton_column(k, resid, level, texture, var, params, radius, fisher, levels
             hinv_out[k, p, q] = inv[p, q]
 
 
-@njit(parallel=True, cache=True)
-def core_residual(image, resid, level, texture, var_img, gain, read_var, params, active):
+def core_residual(image, resid, level, texture, var_img, gain, read_var, params, active, *,
+                  parallel=True):
     """Excess RMS residual over the noise within 2 sigma of each column, / its amplitude.
 
     The full model (every column and the background) is ``image - resid + level + texture``;
     the noise variance is ``var_img`` where it has the image's shape, else the noise model
     (``gain``, ``read_var``) at the model. NaN for inactive columns.
     """
+    out = np.full(params.shape[0], np.nan)
+    run = _core_residual_parallel if parallel else _core_residual_serial
+    run(image, resid, float(level), texture, var_img, float(gain), float(read_var), params,
+        active, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _core_residual_parallel(image, resid, level, texture, var_img, gain, read_var, params,
+                            active, out):
+    for k in prange(params.shape[0]):
+        if active[k]:
+            out[k] = _core_column(k, image, resid, level, texture, var_img, gain, read_var,
+                                  params)
+
+
+@njit(cache=True)
+def _core_residual_serial(image, resid, level, texture, var_img, gain, read_var, params,
+                          active, out):
+    for k in range(params.shape[0]):
+        if active[k]:
+            out[k] = _core_column(k, image, resid, level, texture, var_img, gain, read_var,
+                                  params)
+
+
+@njit(cache=True)
+def _core_column(k, image, resid, level, texture, var_img, gain, read_var, params):
+    """:func:`core_residual` of column ``k``."""
     use_img = var_img.shape[0] == image.shape[0] and var_img.shape[1] == image.shape[1]
     h, w = image.shape
-    n = params.shape[0]
-    out = np.full(n, np.nan)
-    for k in prange(n):
-        if not active[k]:
-            continue
-        x, y, sx, sy, a = params[k, 0], params[k, 1], params[k, 2], params[k, 3], params[k, 4]
-        isx, isy = 1.0 / sx, 1.0 / sy
-        r = int(np.ceil(2.0 * max(sx, sy)))
-        cx, cy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-        ex2, vsum, cnt = 0.0, 0.0, 0
-        for yy in range(max(cy - r, 0), min(cy + r + 1, h)):
-            for xx in range(max(cx - r, 0), min(cx + r + 1, w)):
-                ex = (xx - x) * isx
-                ey = (yy - y) * isy
-                if ex * ex + ey * ey > 4.0:
-                    continue
-                d = resid[yy, xx] - level - texture[yy, xx]
-                if np.isfinite(d):
-                    if use_img:
-                        v = var_img[yy, xx]
-                    else:
-                        v = gain * max(image[yy, xx] - d, 0.5 * gain) + read_var
-                    ex2 += d * d - v
-                    vsum += v
-                    cnt += 1
-        if cnt:
-            out[k] = _residual_frac(ex2, vsum, cnt, a)
-    return out
+    x, y, sx, sy, a = params[k, 0], params[k, 1], params[k, 2], params[k, 3], params[k, 4]
+    isx, isy = 1.0 / sx, 1.0 / sy
+    r = int(np.ceil(2.0 * max(sx, sy)))
+    cx, cy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+    ex2, vsum, cnt = 0.0, 0.0, 0
+    for yy in range(max(cy - r, 0), min(cy + r + 1, h)):
+        for xx in range(max(cx - r, 0), min(cx + r + 1, w)):
+            ex = (xx - x) * isx
+            ey = (yy - y) * isy
+            if ex * ex + ey * ey > 4.0:
+                continue
+            d = resid[yy, xx] - level - texture[yy, xx]
+            if np.isfinite(d):
+                if use_img:
+                    v = var_img[yy, xx]
+                else:
+                    v = gain * max(image[yy, xx] - d, 0.5 * gain) + read_var
+                ex2 += d * d - v
+                vsum += v
+                cnt += 1
+    return _residual_frac(ex2, vsum, cnt, a) if cnt else np.nan
 
 
 @njit(cache=True)

@@ -109,10 +109,9 @@ def _expand(acc, jtr_c, free_idx, jtj, jtr):
             jtj[free_idx[q], free_idx[m]] = acc[m, q]
 
 
-@njit(parallel=True, cache=True)
 def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off, free, gain,
                 read_var, weighted, tol, max_iter, min_pixels, cov, chi2_out, npix_out,
-                niter_out, status_out, resid_out):
+                niter_out, status_out, resid_out, *, parallel=True):
     """Fit every column (rows of ``params``, updated in place) in its own pixel disc.
 
     ``model`` is the rendered Gaussian part of all columns with parameters ``rendered``;
@@ -122,96 +121,118 @@ def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off,
     image's shape (pass a (1, 1) array to use ``gain`` and ``read_var``).
     ``free`` (8,) bool marks the fitted parameters (the others keep their start values).
     ``cov`` (n, 8, 8) receives the inverse of J^T W J (zero rows for fixed parameters).
+    ``parallel``: columns over numba's threads, or one after the other (for few columns a
+    parallel region costs more than it saves, and far more on a busy machine).
     """
+    run = _fit_windows_parallel if parallel else _fit_windows_serial
+    run(image, model, var_img, params, rendered, centre, dx_off, dy_off,
+        np.asarray(free, np.bool_), np.flatnonzero(free).astype(np.int64), float(gain),
+        float(read_var), bool(weighted), float(tol), int(max_iter), int(min_pixels), cov,
+        chi2_out, npix_out, niter_out, status_out, resid_out)
+
+
+@njit(parallel=True, cache=True)
+def _fit_windows_parallel(image, model, var_img, params, rendered, centre, dx_off, dy_off,
+                          free, free_idx, gain, read_var, weighted, tol, max_iter, min_pixels,
+                          cov, chi2_out, npix_out, niter_out, status_out, resid_out):
+    for k in prange(params.shape[0]):
+        _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
+                    free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov,
+                    chi2_out, npix_out, niter_out, status_out, resid_out)
+
+
+@njit(cache=True)
+def _fit_windows_serial(image, model, var_img, params, rendered, centre, dx_off, dy_off,
+                        free, free_idx, gain, read_var, weighted, tol, max_iter, min_pixels,
+                        cov, chi2_out, npix_out, niter_out, status_out, resid_out):
+    for k in range(params.shape[0]):
+        _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
+                    free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov,
+                    chi2_out, npix_out, niter_out, status_out, resid_out)
+
+
+@njit(cache=True)
+def _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
+                free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov, chi2_out,
+                npix_out, niter_out, status_out, resid_out):
+    """:func:`fit_windows` for column ``k``."""
     h, w = image.shape
-    n = params.shape[0]
     n_off = dx_off.shape[0]
-    n_fit = 0
-    for i in range(N_PARAM):
-        if free[i]:
-            n_fit += 1
-    free_idx = np.empty(n_fit, np.int64)
-    n_fit = 0
-    for i in range(N_PARAM):
-        if free[i]:
-            free_idx[n_fit] = i
-            n_fit += 1
     span = 2 * int(dx_off.max()) + 1
     r0 = (span - 1) // 2
     use_img = var_img.shape[0] == h and var_img.shape[1] == w
-    for k in prange(n):
-        px = np.empty(n_off)
-        py = np.empty(n_off)
-        gxi = np.empty(n_off, np.int64)
-        gyi = np.empty(n_off, np.int64)
-        data = np.empty(n_off)
-        others = np.empty(n_off)
-        fixed_var = np.empty(n_off)
-        gx = np.empty(span)
-        gy = np.empty(span)
-        cx, cy = centre[k, 0], centre[k, 1]
-        # Own rendered contribution (to add back) uses the parameters the model was drawn with.
-        rx, ry, rsx, rsy, ra = (rendered[k, 0], rendered[k, 1], rendered[k, 2], rendered[k, 3],
-                                rendered[k, 4])
+    px = np.empty(n_off)
+    py = np.empty(n_off)
+    gxi = np.empty(n_off, np.int64)
+    gyi = np.empty(n_off, np.int64)
+    data = np.empty(n_off)
+    others = np.empty(n_off)
+    fixed_var = np.empty(n_off)
+    gx = np.empty(span)
+    gy = np.empty(span)
+    cx, cy = centre[k, 0], centre[k, 1]
+    # Own rendered contribution (to add back) uses the parameters the model was drawn with.
+    rx, ry, rsx, rsy, ra = (rendered[k, 0], rendered[k, 1], rendered[k, 2], rendered[k, 3],
+                            rendered[k, 4])
+    if ra != 0.0:
+        for t in range(span):
+            ex = (cx - r0 + t - rx) / rsx
+            ey = (cy - r0 + t - ry) / rsy
+            gx[t] = ra * np.exp(-0.5 * ex * ex)
+            gy[t] = np.exp(-0.5 * ey * ey)
+    npix = 0
+    bad = False
+    for t in range(n_off):
+        xx = cx + dx_off[t]
+        yy = cy + dy_off[t]
+        if xx < 0 or yy < 0 or xx >= w or yy >= h:
+            continue
+        val = image[yy, xx]
+        if not np.isfinite(val):
+            bad = True
+            break
+        own = 0.0
         if ra != 0.0:
-            for t in range(span):
-                ex = (cx - r0 + t - rx) / rsx
-                ey = (cy - r0 + t - ry) / rsy
-                gx[t] = ra * np.exp(-0.5 * ex * ex)
-                gy[t] = np.exp(-0.5 * ey * ey)
-        npix = 0
-        bad = False
-        for t in range(n_off):
-            xx = cx + dx_off[t]
-            yy = cy + dy_off[t]
-            if xx < 0 or yy < 0 or xx >= w or yy >= h:
-                continue
-            val = image[yy, xx]
-            if not np.isfinite(val):
-                bad = True
-                break
-            own = 0.0
-            if ra != 0.0:
-                own = gx[dx_off[t] + r0] * gy[dy_off[t] + r0]
-            oth = model[yy, xx] - own
-            px[npix] = xx
-            py[npix] = yy
-            gxi[npix] = dx_off[t] + r0
-            gyi[npix] = dy_off[t] + r0
-            fixed_var[npix] = var_img[yy, xx] if use_img else -1.0
-            data[npix] = val - oth
-            others[npix] = oth
-            npix += 1
-        npix_out[k] = npix
-        niter_out[k] = 0
-        if bad:
-            status_out[k] = 1
-            continue
-        if npix < min_pixels:
-            status_out[k] = 2
-            continue
-        p = params[k].copy()
-        for i in range(N_PARAM):
-            if not free[i] and not np.isfinite(p[i]):
-                p[i] = 0.0
-        if not (np.isfinite(p[4]) and np.isfinite(p[5])):
-            _auto_start(p, px, py, cx, cy, data, npix)
-        status, it, chi2, jtj = _levenberg_marquardt(
-            p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
-            weighted, tol, max_iter, free_idx, gx, gy, float(dx_off.max()))
-        niter_out[k] = it
-        for i in range(N_PARAM):
-            params[k, i] = p[i]
-        chi2_out[k] = chi2
-        inv = np.zeros((N_PARAM, N_PARAM))
-        if not _invert_spd(jtj, N_PARAM, inv):
-            status = 4
-        for i in range(N_PARAM):
-            for j in range(N_PARAM):
-                cov[k, i, j] = inv[i, j] if (free[i] and free[j]) else 0.0
-        status_out[k] = status
-        resid_out[k] = _core_excess(p, px, py, cx, cy, data, others, fixed_var, npix, gain,
-                                    read_var)
+            own = gx[dx_off[t] + r0] * gy[dy_off[t] + r0]
+        oth = model[yy, xx] - own
+        px[npix] = xx
+        py[npix] = yy
+        gxi[npix] = dx_off[t] + r0
+        gyi[npix] = dy_off[t] + r0
+        fixed_var[npix] = var_img[yy, xx] if use_img else -1.0
+        data[npix] = val - oth
+        others[npix] = oth
+        npix += 1
+    npix_out[k] = npix
+    niter_out[k] = 0
+    if bad:
+        status_out[k] = 1
+        return
+    if npix < min_pixels:
+        status_out[k] = 2
+        return
+    p = params[k].copy()
+    for i in range(N_PARAM):
+        if not free[i] and not np.isfinite(p[i]):
+            p[i] = 0.0
+    if not (np.isfinite(p[4]) and np.isfinite(p[5])):
+        _auto_start(p, px, py, cx, cy, data, npix)
+    status, it, chi2, jtj = _levenberg_marquardt(
+        p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
+        weighted, tol, max_iter, free_idx, gx, gy, float(dx_off.max()))
+    niter_out[k] = it
+    for i in range(N_PARAM):
+        params[k, i] = p[i]
+    chi2_out[k] = chi2
+    inv = np.zeros((N_PARAM, N_PARAM))
+    if not _invert_spd(jtj, N_PARAM, inv):
+        status = 4
+    for i in range(N_PARAM):
+        for j in range(N_PARAM):
+            cov[k, i, j] = inv[i, j] if (free[i] and free[j]) else 0.0
+    status_out[k] = status
+    resid_out[k] = _core_excess(p, px, py, cx, cy, data, others, fixed_var, npix, gain,
+                                read_var)
 
 
 @njit(cache=True)

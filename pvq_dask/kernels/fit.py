@@ -31,7 +31,13 @@ Two stages, both over all columns at once:
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pvq_dask.kernels._fit import N_PARAM, STATUS, render_model, window_offsets
+from pvq_dask.kernels._fit import (
+    N_PARAM,
+    PARALLEL_MIN_COLUMNS,
+    STATUS,
+    render_model,
+    window_offsets,
+)
 from pvq_dask.kernels._gls import MAX_SIGMA_RATIO as _MAX_SIGMA_RATIO
 from pvq_dask.kernels._gls import RENDER_N_SIGMA as _RENDER_N_SIGMA
 from pvq_dask.kernels._gls import gls_refine, median_width, rough_amplitude, texture_model
@@ -102,6 +108,7 @@ class _Frame:
         self.min_pixels = int(_MIN_PIXEL_FRAC * len(self.offsets[0]))
         self.free = np.asarray(free, dtype=np.bool_)
         self.weighted, self.tol, self.max_iter = weighted, tol, max_iter
+        self.spectrum = None   # the latest texture spectrum (seeds the next estimate)
 
     def run(self, model, params, rendered, centre):
         n = len(params)
@@ -112,7 +119,8 @@ class _Frame:
                     self.offsets[0], self.offsets[1], self.free, float(self.noise.gain),
                     float(self.noise.read_var), self.weighted, float(self.tol),
                     int(self.max_iter), self.min_pixels, out["cov"], out["chi2"], out["npix"],
-                    out["niter"], out["status"], out["resid"])
+                    out["niter"], out["status"], out["resid"],
+                    parallel=n >= PARALLEL_MIN_COLUMNS)
         out["dof"] = np.maximum(out["npix"] - self.free.sum(), 1)
         return out
 
@@ -153,7 +161,8 @@ def _window_rounds(fr, xy0, sigma0, n_rounds, texture=False):
             active = _sane(params, res, median_width(params, res["status"] == 0, sigma0))
             rendered = np.where(active[:, None], params, 0.0)
             if texture:
-                model = texture_model(fr.image, rendered, active, sigma0, params[:, :2])
+                model, fr.spectrum = texture_model(fr.image, rendered, active, sigma0,
+                                                   params[:, :2], fr.spectrum)
                 params[active, 4:6] = np.nan  # restart amplitude/background on new data
             else:
                 model = render_model(fr.image.shape, rendered, active, _RENDER_N_SIGMA)
@@ -329,7 +338,7 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
         params[frozen, 2:4] = sigma_ref
         params[frozen, 4] = rough_amplitude(image, xy0[frozen], sigma_ref)
         p, hinv, active, back, frac, _, _ = gls_refine(fr, params, usable, n_gls_iter,
-                                                        frozen)
+                                                        frozen, fr.spectrum)
         for key, col in (("x_px", 0), ("y_px", 1), ("sigma_x_px", 2), ("sigma_y_px", 3),
                          ("amplitude", 4)):
             out[key][active] = p[active, col]
