@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from pvq_dask.kernels._fit import N_PARAM, PARALLEL_MIN_COLUMNS, render_model
+from pvq_dask.kernels._fit import N_PARAM, PARALLEL_MIN_US, render_model
 from pvq_dask.kernels._gls_kernels import (
     core_residual,
     gls_newton,
@@ -35,6 +35,7 @@ _RELAX = 0.75
 _SIGMA_PRIOR_FRAC = 0.10      # width prior of the GLS stage, relative to the frame median
 _SAMPLE_STEP = 16             # pixel subsampling for frame-wide quantiles
 _N_TEMPLATES = 6              # white-noise levels of the per-column GLS Fisher templates
+_NEWTON_US = 2.5              # rough serial cost of one column's Gauss-Newton step, microseconds
 
 
 def median_width(params, mask, default):
@@ -70,9 +71,9 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
     resid = np.empty(image.shape)
     var = np.empty(image.shape)
     no_texture = np.zeros((1, 1), np.float32)
-    parallel = int(active.sum()) >= PARALLEL_MIN_COLUMNS
+    parallel = int(active.sum()) * _NEWTON_US >= PARALLEL_MIN_US
     spectrum, texture, templates, back_level, n_done = None, None, None, None, 0
-    for it in range(n_iter + 1):
+    for it in range(n_iter):
         total, count = subtract_columns(image, full_params(p), active | frozen, RENDER_N_SIGMA,
                                         resid)
         level = total / max(count, 1)
@@ -93,8 +94,6 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
             templates = spectrum.column_fisher_levels(sig_med, levels)
         texture = spectrum.wiener(resid, offset=level)
         back_level = level
-        if it == n_iter:
-            break
         step = np.zeros((len(p), 5))
         gls_newton(resid, level, texture, var, p, active, fr.radius, templates, levels,
                    sig_med, _SIGMA_PRIOR_FRAC * sig_med, step, hinv, parallel=parallel)
