@@ -22,91 +22,11 @@ import numpy as np
 from numba import njit, prange
 
 from pvq_dask.kernels._fit import N_PARAM, _cholesky_solve, _invert_spd, _residual_frac
+from pvq_dask.kernels._lm_eval import BOTH, JAC_ONLY, evaluate, expand, free_kind
 
 __all__ = ["fit_windows"]
 
 _MIN_SIGMA_PX = 0.3
-_CHI2_ONLY, _JAC_ONLY, _BOTH = 0, 1, 2
-
-
-@njit(cache=True)
-def _eval(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
-          weighted, mode, wts_in, wts_out, acc, jtr, free_idx, gx, gy, jac, jf):
-    """One pass over the window at parameters ``p``.
-
-    Returns ``(chi2 with the weights wts_in, chi2 with the weights at p)``; the first unless
-    ``mode`` is ``_JAC_ONLY``, the second (with the weights written to ``wts_out`` and the
-    normal equations of the free parameters, the lower triangle of J^T W J and J^T W r, to
-    ``acc`` and ``jtr``) unless it is ``_CHI2_ONLY``."""
-    x, y, sx, sy, a, b, bx, by = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
-    nf = free_idx.shape[0]
-    r0 = (gx.shape[0] - 1) // 2
-    for k in range(gx.shape[0]):
-        ex = (cx - r0 + k - x) / sx
-        ey = (cy - r0 + k - y) / sy
-        gx[k] = np.exp(-0.5 * ex * ex)
-        gy[k] = np.exp(-0.5 * ey * ey)
-    want_jac = mode != _CHI2_ONLY
-    if want_jac:
-        for m in range(nf):
-            jtr[m] = 0.0
-            for q in range(nf):
-                acc[m, q] = 0.0
-    isx2, isy2 = 1.0 / (sx * sx), 1.0 / (sy * sy)
-    isx3, isy3 = isx2 / sx, isy2 / sy
-    chi_in, chi_out = 0.0, 0.0
-    for i in range(npix):
-        dx = px[i] - x
-        dy = py[i] - y
-        g = gx[gxi[i]] * gy[gyi[i]]
-        ag = a * g
-        f = ag + b + bx * (px[i] - cx) + by * (py[i] - cy)
-        r = data[i] - f
-        if mode != _JAC_ONLY:
-            chi_in += wts_in[i] * r * r
-        if not want_jac:
-            continue
-        wi = 1.0
-        if weighted:
-            v = fixed_var[i]
-            if v < 0.0:
-                v = gain * max(f + others[i], 0.5 * gain) + read_var
-            wi = 1.0 / max(v, 1e-12)
-        wts_out[i] = wi
-        chi_out += wi * r * r
-        jac[0] = ag * dx * isx2
-        jac[1] = ag * dy * isy2
-        jac[2] = ag * dx * dx * isx3
-        jac[3] = ag * dy * dy * isy3
-        jac[4] = g
-        jac[5] = 1.0
-        jac[6] = px[i] - cx
-        jac[7] = py[i] - cy
-        for m in range(nf):
-            jf[m] = jac[free_idx[m]]
-        for m in range(nf):
-            jm = wi * jf[m]
-            jtr[m] += jm * r
-            for q in range(m + 1):
-                acc[m, q] += jm * jf[q]
-    return chi_in, chi_out
-
-
-@njit(cache=True)
-def _expand(acc, jtr_c, free_idx, jtj, jtr):
-    """Normal equations of the free parameters -> full N_PARAM system, fixed parameters
-    pinned (zero gradient, identity row and column)."""
-    for i in range(N_PARAM):
-        jtr[i] = 0.0
-        for j in range(N_PARAM):
-            jtj[i, j] = 0.0
-        jtj[i, i] = 1.0
-    nf = free_idx.shape[0]
-    for m in range(nf):
-        jtr[free_idx[m]] = jtr_c[m]
-        for q in range(m + 1):
-            jtj[free_idx[m], free_idx[q]] = acc[m, q]
-            jtj[free_idx[q], free_idx[m]] = acc[m, q]
 
 
 def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off, free, gain,
@@ -272,10 +192,11 @@ def _levenberg_marquardt(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, n
     trial = np.empty(N_PARAM)
     x0, y0 = p[0], p[1]
     max_shift = 0.6 * reach
-    _, chi2 = _eval(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
-                    read_var, weighted, _JAC_ONLY, wts, wts, acc, jtr_c, free_idx, gx, gy,
-                    jac, jf)
-    _expand(acc, jtr_c, free_idx, jtj, jtr)
+    kind = free_kind(free_idx)
+    _, chi2 = evaluate(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
+                        read_var, weighted, JAC_ONLY, wts, wts, acc, jtr_c, free_idx, gx, gy,
+                        jac, jf, kind)
+    expand(acc, jtr_c, free_idx, jtj, jtr)
     lam = 1e-3
     status = 3
     it = 0
@@ -298,9 +219,10 @@ def _levenberg_marquardt(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, n
                  and abs(trial[0] - x0) <= max_shift and abs(trial[1] - y0) <= max_shift)
         new, new_chi2 = np.inf, np.inf
         if valid:
-            new, new_chi2 = _eval(trial, px, py, gxi, gyi, cx, cy, data, others, fixed_var,
-                                  npix, gain, read_var, weighted, _BOTH, wts, wts_new,
-                                  acc_new, jtr_new, free_idx, gx, gy, jac, jf)
+            new, new_chi2 = evaluate(trial, px, py, gxi, gyi, cx, cy, data, others,
+                                      fixed_var, npix, gain, read_var, weighted, BOTH, wts,
+                                      wts_new, acc_new, jtr_new, free_idx, gx, gy, jac, jf,
+                                      kind)
         if new <= chi2:
             small = abs(step[0]) <= tol and abs(step[1]) <= tol
             done = (chi2 - new) <= tol * chi2 or small
@@ -310,7 +232,7 @@ def _levenberg_marquardt(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, n
             acc, acc_new = acc_new, acc
             jtr_c, jtr_new = jtr_new, jtr_c
             chi2 = new_chi2
-            _expand(acc, jtr_c, free_idx, jtj, jtr)
+            expand(acc, jtr_c, free_idx, jtj, jtr)
             lam = max(lam * 0.1, 1e-9)
             if done:
                 status = 0

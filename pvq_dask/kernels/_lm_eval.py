@@ -1,0 +1,188 @@
+"""One pass of a Levenberg-Marquardt window fit over its pixels (see :mod:`pvq_dask.kernels._lm`).
+
+:func:`evaluate` gives, at trial parameters, the chi2 under the current weights and (for
+when the step is accepted) the new weights, chi2 and normal equations of the free
+parameters; the free sets of the texture mode's rounds, (x, y, A, B) and (A, B), have a
+specialised pass with scalar accumulators (same sums, same order).
+"""
+
+import numpy as np
+from numba import njit
+
+from pvq_dask.kernels._fit import N_PARAM
+
+__all__ = ["BOTH", "CHI2_ONLY", "JAC_ONLY", "evaluate", "expand", "free_kind"]
+
+CHI2_ONLY, JAC_ONLY, BOTH = 0, 1, 2
+
+
+@njit(cache=True)
+def _eval(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
+          weighted, mode, wts_in, wts_out, acc, jtr, free_idx, gx, gy, jac, jf):
+    """One pass over the window at parameters ``p``.
+
+    Returns ``(chi2 with the weights wts_in, chi2 with the weights at p)``; the first unless
+    ``mode`` is ``JAC_ONLY``, the second (with the weights written to ``wts_out`` and the
+    normal equations of the free parameters, the lower triangle of J^T W J and J^T W r, to
+    ``acc`` and ``jtr``) unless it is ``CHI2_ONLY``."""
+    x, y, sx, sy, a, b, bx, by = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+    nf = free_idx.shape[0]
+    r0 = (gx.shape[0] - 1) // 2
+    for k in range(gx.shape[0]):
+        ex = (cx - r0 + k - x) / sx
+        ey = (cy - r0 + k - y) / sy
+        gx[k] = np.exp(-0.5 * ex * ex)
+        gy[k] = np.exp(-0.5 * ey * ey)
+    want_jac = mode != CHI2_ONLY
+    if want_jac:
+        for m in range(nf):
+            jtr[m] = 0.0
+            for q in range(nf):
+                acc[m, q] = 0.0
+    isx2, isy2 = 1.0 / (sx * sx), 1.0 / (sy * sy)
+    isx3, isy3 = isx2 / sx, isy2 / sy
+    chi_in, chi_out = 0.0, 0.0
+    for i in range(npix):
+        dx = px[i] - x
+        dy = py[i] - y
+        g = gx[gxi[i]] * gy[gyi[i]]
+        ag = a * g
+        f = ag + b + bx * (px[i] - cx) + by * (py[i] - cy)
+        r = data[i] - f
+        if mode != JAC_ONLY:
+            chi_in += wts_in[i] * r * r
+        if not want_jac:
+            continue
+        wi = 1.0
+        if weighted:
+            v = fixed_var[i]
+            if v < 0.0:
+                v = gain * max(f + others[i], 0.5 * gain) + read_var
+            wi = 1.0 / max(v, 1e-12)
+        wts_out[i] = wi
+        chi_out += wi * r * r
+        jac[0] = ag * dx * isx2
+        jac[1] = ag * dy * isy2
+        jac[2] = ag * dx * dx * isx3
+        jac[3] = ag * dy * dy * isy3
+        jac[4] = g
+        jac[5] = 1.0
+        jac[6] = px[i] - cx
+        jac[7] = py[i] - cy
+        for m in range(nf):
+            jf[m] = jac[free_idx[m]]
+        for m in range(nf):
+            jm = wi * jf[m]
+            jtr[m] += jm * r
+            for q in range(m + 1):
+                acc[m, q] += jm * jf[q]
+    return chi_in, chi_out
+
+
+@njit(cache=True)
+def _eval_xyab(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
+               weighted, mode, wts_in, wts_out, acc, jtr, with_pos, gx, gy):
+    """:func:`_eval` for the free sets (x, y, A, B) and, without ``with_pos``, (A, B) (the
+    texture mode's rounds): the same sums in the same order, in scalar accumulators."""
+    x, y, sx, sy, a, b, bx, by = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+    r0 = (gx.shape[0] - 1) // 2
+    for k in range(gx.shape[0]):
+        ex = (cx - r0 + k - x) / sx
+        ey = (cy - r0 + k - y) / sy
+        gx[k] = np.exp(-0.5 * ex * ex)
+        gy[k] = np.exp(-0.5 * ey * ey)
+    want_jac = mode != CHI2_ONLY
+    isx2, isy2 = 1.0 / (sx * sx), 1.0 / (sy * sy)
+    a00 = a10 = a11 = a20 = a21 = a22 = a30 = a31 = a32 = a33 = 0.0
+    t0 = t1 = t2 = t3 = 0.0
+    chi_in, chi_out = 0.0, 0.0
+    for i in range(npix):
+        g = gx[gxi[i]] * gy[gyi[i]]
+        ag = a * g
+        f = ag + b + bx * (px[i] - cx) + by * (py[i] - cy)
+        r = data[i] - f
+        if mode != JAC_ONLY:
+            chi_in += wts_in[i] * r * r
+        if not want_jac:
+            continue
+        wi = 1.0
+        if weighted:
+            v = fixed_var[i]
+            if v < 0.0:
+                v = gain * max(f + others[i], 0.5 * gain) + read_var
+            wi = 1.0 / max(v, 1e-12)
+        wts_out[i] = wi
+        chi_out += wi * r * r
+        jm2 = wi * g
+        jm3 = wi * 1.0
+        if with_pos:
+            j0 = ag * (px[i] - x) * isx2
+            j1 = ag * (py[i] - y) * isy2
+            jm0 = wi * j0
+            jm1 = wi * j1
+            t0 += jm0 * r
+            a00 += jm0 * j0
+            t1 += jm1 * r
+            a10 += jm1 * j0
+            a11 += jm1 * j1
+            a20 += jm2 * j0
+            a21 += jm2 * j1
+            a30 += jm3 * j0
+            a31 += jm3 * j1
+        t2 += jm2 * r
+        a22 += jm2 * g
+        t3 += jm3 * r
+        a32 += jm3 * g
+        a33 += jm3 * 1.0
+    if want_jac:
+        if with_pos:
+            jtr[0], jtr[1], jtr[2], jtr[3] = t0, t1, t2, t3
+            acc[0, 0] = a00
+            acc[1, 0], acc[1, 1] = a10, a11
+            acc[2, 0], acc[2, 1], acc[2, 2] = a20, a21, a22
+            acc[3, 0], acc[3, 1], acc[3, 2], acc[3, 3] = a30, a31, a32, a33
+        else:
+            jtr[0], jtr[1] = t2, t3
+            acc[0, 0] = a22
+            acc[1, 0], acc[1, 1] = a32, a33
+    return chi_in, chi_out
+
+
+@njit(cache=True)
+def evaluate(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
+              weighted, mode, wts_in, wts_out, acc, jtr, free_idx, gx, gy, jac, jf, kind):
+    """:func:`_eval`, or its specialisation for ``kind`` 1 (x, y, A, B free) and 2 (A, B)."""
+    if kind == 0:
+        return _eval(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
+                     read_var, weighted, mode, wts_in, wts_out, acc, jtr, free_idx, gx, gy,
+                     jac, jf)
+    return _eval_xyab(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
+                      read_var, weighted, mode, wts_in, wts_out, acc, jtr, kind == 1, gx, gy)
+
+
+@njit(cache=True)
+def free_kind(free_idx):
+    """1 for the free set (x, y, A, B), 2 for (A, B), 0 for any other."""
+    if free_idx.shape[0] == 4 and free_idx[0] == 0 and free_idx[1] == 1 \
+            and free_idx[2] == 4 and free_idx[3] == 5:
+        return 1
+    if free_idx.shape[0] == 2 and free_idx[0] == 4 and free_idx[1] == 5:
+        return 2
+    return 0
+
+
+@njit(cache=True)
+def expand(acc, jtr_c, free_idx, jtj, jtr):
+    """Normal equations of the free parameters -> full N_PARAM system, fixed parameters
+    pinned (zero gradient, identity row and column)."""
+    for i in range(N_PARAM):
+        jtr[i] = 0.0
+        for j in range(N_PARAM):
+            jtj[i, j] = 0.0
+        jtj[i, i] = 1.0
+    nf = free_idx.shape[0]
+    for m in range(nf):
+        jtr[free_idx[m]] = jtr_c[m]
+        for q in range(m + 1):
+            jtj[free_idx[m], free_idx[q]] = acc[m, q]
+            jtj[free_idx[q], free_idx[m]] = acc[m, q]
