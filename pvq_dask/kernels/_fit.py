@@ -101,7 +101,13 @@ def _residual_frac(excess_sum, var_sum, count, amplitude):
 @njit(cache=True)
 def _cholesky_solve(a, b, n, out):
     """Solve a x = b for symmetric positive definite a (n x n); False if not SPD."""
-    low = np.zeros((n, n))
+    return _cholesky_solve_into(a, b, n, out, np.zeros((n, n)), np.empty(n))
+
+
+@njit(cache=True)
+def _cholesky_solve_into(a, b, n, out, low, z):
+    """:func:`_cholesky_solve` with the scratch ``low`` (n x n, lower triangle used) and
+    ``z`` (n) passed in."""
     for i in range(n):
         for j in range(i + 1):
             s = a[i, j]
@@ -113,7 +119,6 @@ def _cholesky_solve(a, b, n, out):
                 low[i, i] = np.sqrt(s)
             else:
                 low[i, j] = s / low[j, j]
-    z = np.empty(n)
     for i in range(n):
         s = b[i]
         for k in range(i):

@@ -21,12 +21,21 @@ exponentials instead of one per pixel.
 import numpy as np
 from numba import njit, prange
 
-from pvq_dask.kernels._fit import N_PARAM, _cholesky_solve, _invert_spd, _residual_frac
+from pvq_dask.kernels._fit import (
+    N_PARAM,
+    _cholesky_solve_into,
+    _invert_spd_into,
+    _residual_frac,
+)
 from pvq_dask.kernels._lm_eval import BOTH, JAC_ONLY, evaluate, expand, free_kind
 
 __all__ = ["fit_windows"]
 
 _MIN_SIGMA_PX = 0.3
+_CHUNK = 16                   # columns per parallel work item (one set of scratch arrays)
+# Small scratch per column: p (8), the LM's 8 vectors and 5 matrices of 8 x 8, and the
+# covariance and its Cholesky factor (2 x 8 x 8).
+_SMALL = 8 + 8 * 8 + 5 * 64 + 2 * 64
 
 
 def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off, free, gain,
@@ -55,41 +64,56 @@ def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off,
 def _fit_windows_parallel(image, model, var_img, params, rendered, centre, dx_off, dy_off,
                           free, free_idx, gain, read_var, weighted, tol, max_iter, min_pixels,
                           cov, chi2_out, npix_out, niter_out, status_out, resid_out):
-    for k in prange(params.shape[0]):
-        _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
-                    free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov,
-                    chi2_out, npix_out, niter_out, status_out, resid_out)
+    for c in prange((params.shape[0] + _CHUNK - 1) // _CHUNK):
+        _fit_chunk(c, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
+                   free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov,
+                   chi2_out, npix_out, niter_out, status_out, resid_out)
 
 
 @njit(cache=True)
 def _fit_windows_serial(image, model, var_img, params, rendered, centre, dx_off, dy_off,
                         free, free_idx, gain, read_var, weighted, tol, max_iter, min_pixels,
                         cov, chi2_out, npix_out, niter_out, status_out, resid_out):
-    for k in range(params.shape[0]):
+    for c in range((params.shape[0] + _CHUNK - 1) // _CHUNK):
+        _fit_chunk(c, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
+                   free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov,
+                   chi2_out, npix_out, niter_out, status_out, resid_out)
+
+
+@njit(cache=True)
+def _fit_chunk(c, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
+               free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov, chi2_out,
+               npix_out, niter_out, status_out, resid_out):
+    """Columns ``c * _CHUNK`` to ``(c + 1) * _CHUNK`` of :func:`fit_windows`, with one set of
+    scratch arrays (allocations cost more than a small fit's arithmetic)."""
+    n_off = dx_off.shape[0]
+    span = 2 * int(dx_off.max()) + 1
+    fbuf = np.empty(7 * n_off + 2 * span + _SMALL)
+    ibuf = np.empty(2 * n_off, np.int64)
+    for k in range(c * _CHUNK, min((c + 1) * _CHUNK, params.shape[0])):
         _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
                     free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov,
-                    chi2_out, npix_out, niter_out, status_out, resid_out)
+                    chi2_out, npix_out, niter_out, status_out, resid_out, fbuf, ibuf)
 
 
 @njit(cache=True)
 def _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
                 free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov, chi2_out,
-                npix_out, niter_out, status_out, resid_out):
-    """:func:`fit_windows` for column ``k``."""
+                npix_out, niter_out, status_out, resid_out, fbuf, ibuf):
+    """:func:`fit_windows` for column ``k`` (scratch ``fbuf``, ``ibuf`` from
+    :func:`_fit_chunk`)."""
     h, w = image.shape
     n_off = dx_off.shape[0]
     span = 2 * int(dx_off.max()) + 1
     r0 = (span - 1) // 2
     use_img = var_img.shape[0] == h and var_img.shape[1] == w
-    px = np.empty(n_off)
-    py = np.empty(n_off)
-    gxi = np.empty(n_off, np.int64)
-    gyi = np.empty(n_off, np.int64)
-    data = np.empty(n_off)
-    others = np.empty(n_off)
-    fixed_var = np.empty(n_off)
-    gx = np.empty(span)
-    gy = np.empty(span)
+    px, py = fbuf[:n_off], fbuf[n_off:2 * n_off]
+    data, others = fbuf[2 * n_off:3 * n_off], fbuf[3 * n_off:4 * n_off]
+    fixed_var = fbuf[4 * n_off:5 * n_off]
+    wts, wts_new = fbuf[5 * n_off:6 * n_off], fbuf[6 * n_off:7 * n_off]
+    gx, gy = fbuf[7 * n_off:7 * n_off + span], fbuf[7 * n_off + span:7 * n_off + 2 * span]
+    small = fbuf[7 * n_off + 2 * span:]
+    gxi, gyi = ibuf[:n_off], ibuf[n_off:]
     cx, cy = centre[k, 0], centre[k, 1]
     # Own rendered contribution (to add back) uses the parameters the model was drawn with.
     rx, ry, rsx, rsy, ra = (rendered[k, 0], rendered[k, 1], rendered[k, 2], rendered[k, 3],
@@ -131,7 +155,9 @@ def _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_o
     if npix < min_pixels:
         status_out[k] = 2
         return
-    p = params[k].copy()
+    p = small[:N_PARAM]
+    for i in range(N_PARAM):
+        p[i] = params[k, i]
     for i in range(N_PARAM):
         if not free[i] and not np.isfinite(p[i]):
             p[i] = 0.0
@@ -139,13 +165,17 @@ def _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_o
         _auto_start(p, px, py, cx, cy, data, npix)
     status, it, chi2, jtj = _levenberg_marquardt(
         p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
-        weighted, tol, max_iter, free_idx, gx, gy, float(dx_off.max()))
+        weighted, tol, max_iter, free_idx, gx, gy, float(dx_off.max()), wts, wts_new,
+        small[N_PARAM:])
     niter_out[k] = it
     for i in range(N_PARAM):
         params[k, i] = p[i]
     chi2_out[k] = chi2
-    inv = np.zeros((N_PARAM, N_PARAM))
-    if not _invert_spd(jtj, N_PARAM, inv):
+    nn = N_PARAM * N_PARAM
+    inv = small[_SMALL - 2 * nn:_SMALL - nn].reshape((N_PARAM, N_PARAM))
+    inv[:, :] = 0.0
+    if not _invert_spd_into(jtj, N_PARAM, inv, small[_SMALL - nn:].reshape((N_PARAM, N_PARAM))):
+        inv[:, :] = 0.0
         status = 4
     for i in range(N_PARAM):
         for j in range(N_PARAM):
@@ -177,19 +207,21 @@ def _auto_start(p, px, py, cx, cy, data, npix):
 
 @njit(cache=True)
 def _levenberg_marquardt(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
-                         read_var, weighted, tol, max_iter, free_idx, gx, gy, reach):
+                         read_var, weighted, tol, max_iter, free_idx, gx, gy, reach, wts,
+                         wts_new, small):
     """LM loop on one window from ``p`` (updated in place). Returns the status code, the
-    iterations, chi2 and J^T W J (N_PARAM x N_PARAM, fixed parameters pinned) at the end."""
-    nf = free_idx.shape[0]
-    wts, wts_new = np.empty(npix), np.empty(npix)
-    acc, acc_new = np.empty((nf, nf)), np.empty((nf, nf))
-    jtr_c, jtr_new = np.empty(nf), np.empty(nf)
-    jac, jf = np.empty(N_PARAM), np.empty(nf)
-    jtj = np.zeros((N_PARAM, N_PARAM))
-    jtr = np.zeros(N_PARAM)
-    lhs = np.zeros((N_PARAM, N_PARAM))
-    step = np.zeros(N_PARAM)
-    trial = np.empty(N_PARAM)
+    iterations, chi2 and J^T W J (N_PARAM x N_PARAM, fixed parameters pinned) at the end.
+    ``wts``, ``wts_new`` (>= npix) and ``small`` (>= 8 * 8 + 5 * 8 * 8) are scratch."""
+    n, nn = N_PARAM, N_PARAM * N_PARAM
+    jtr_c, jtr_new, jac, jf = small[:n], small[n:2 * n], small[2 * n:3 * n], small[3 * n:4 * n]
+    jtr, step, trial, z = (small[4 * n:5 * n], small[5 * n:6 * n], small[6 * n:7 * n],
+                           small[7 * n:8 * n])
+    o = 8 * n
+    acc = small[o:o + nn].reshape((n, n))
+    acc_new = small[o + nn:o + 2 * nn].reshape((n, n))
+    jtj = small[o + 2 * nn:o + 3 * nn].reshape((n, n))
+    lhs = small[o + 3 * nn:o + 4 * nn].reshape((n, n))
+    low = small[o + 4 * nn:o + 5 * nn].reshape((n, n))
     x0, y0 = p[0], p[1]
     max_shift = 0.6 * reach
     kind = free_kind(free_idx)
@@ -206,7 +238,7 @@ def _levenberg_marquardt(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, n
             for j in range(N_PARAM):
                 lhs[i, j] = jtj[i, j]
             lhs[i, i] = jtj[i, i] * (1.0 + lam) + 1e-12
-        if not _cholesky_solve(lhs, jtr, N_PARAM, step):
+        if not _cholesky_solve_into(lhs, jtr, N_PARAM, step, low, z):
             lam *= 10.0
             if lam > 1e12:
                 status = 4
