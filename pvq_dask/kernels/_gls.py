@@ -16,6 +16,7 @@ from pvq_dask.kernels._fit import N_PARAM, PARALLEL_MIN_US, render_model
 from pvq_dask.kernels._gls_kernels import (
     core_residual,
     gls_newton,
+    invert_variance,
     subtract_columns,
     texture_inputs,
     white_variance,
@@ -69,7 +70,7 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
     sig_med = median_width(p, active, 1.0)
     hinv = np.full((len(p), 5, 5), np.nan)
     resid = np.empty(image.shape)
-    var = np.empty(image.shape)
+    vinv = np.empty(image.shape)     # white variance of the model, then its inverse
     no_texture = np.zeros((1, 1), np.float32)
     parallel = int(active.sum()) * _NEWTON_US >= PARALLEL_MIN_US
     spectrum, texture, templates, back_level, n_done = None, None, None, None, 0
@@ -81,13 +82,13 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
             # Weights from the model (columns + background), never from the noisy pixels.
             mean_var = white_variance(image, resid, level if back_level is None else back_level,
                                       no_texture if texture is None else texture,
-                                      fr.var_img, gain, read_var, var)
+                                      fr.var_img, gain, read_var, vinv)
             hint = previous if spectrum is None else spectrum
             spectrum = estimate_texture_spectrum(resid, previous=hint)
             # One white level for filter, weights and templates: the noise model's shape,
             # the residual's own high-frequency level.
-            var *= spectrum.white_power / max(mean_var, 1e-300)
-            sample = var.ravel()[::_SAMPLE_STEP]
+            sample = invert_variance(vinv, spectrum.white_power / max(mean_var, 1e-300),
+                                     _SAMPLE_STEP)
             sample = sample[np.isfinite(sample)]
             levels = np.geomspace(*np.quantile(sample, [0.01, 0.999]) + [0, 1e-9],
                                   _N_TEMPLATES)
@@ -95,7 +96,7 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
         texture = spectrum.wiener(resid, offset=level)
         back_level = level
         step = np.zeros((len(p), 5))
-        gls_newton(resid, level, texture, var, p, active, fr.radius, templates, levels,
+        gls_newton(resid, level, texture, vinv, p, active, fr.radius, templates, levels,
                    sig_med, _SIGMA_PRIOR_FRAC * sig_med, step, hinv, parallel=parallel)
         step[:, :2] = np.clip(step[:, :2], -_GLS_MAX_STEP_PX, _GLS_MAX_STEP_PX)
         step[:, 2:4] = np.clip(step[:, 2:4], -0.2 * p[:, 2:4], 0.2 * p[:, 2:4])

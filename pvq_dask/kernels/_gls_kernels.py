@@ -18,19 +18,19 @@ from numba import njit, prange
 
 from pvq_dask.kernels._fit import _invert_spd_into, _residual_frac
 
-__all__ = ["core_residual", "gls_newton", "subtract_columns", "texture_inputs",
-           "texture_model", "white_variance"]
+__all__ = ["core_residual", "gls_newton", "invert_variance", "subtract_columns",
+           "texture_inputs", "texture_model", "white_variance"]
 
 _CHUNK = 64   # columns per parallel work item of gls_newton
 
 
-def gls_newton(resid, level, texture, var, params, active, radius, fisher, levels,
+def gls_newton(resid, level, texture, vinv, params, active, radius, fisher, levels,
                sigma_prior, sigma_tau, step_out, hinv_out, *, parallel=True):
     """One block-diagonal Gauss-Newton step of the texture-aware (GLS) objective.
 
-    The gradient is that of ``z = (resid - level - texture) / var`` (the residual filtered
-    by the inverse total covariance; ``var`` is the white-noise variance per pixel, 0
-    weight where ``resid`` is NaN) and ``fisher`` (L, 2, 5, 5) the white and GLS
+    The gradient is that of ``z = (resid - level - texture) * vinv`` (the residual filtered
+    by the inverse total covariance; ``vinv`` is the inverse white-noise variance per
+    pixel, 0 weight where ``resid`` is NaN) and ``fisher`` (L, 2, 5, 5) the white and GLS
     Fisher matrices of a unit-amplitude column for white-noise variances ``levels`` (L,),
     each normalised to unit variance: a column's GLS Hessian is the template at its local
     white variance (interpolated in log variance), its rows and columns rescaled so that its
@@ -42,28 +42,28 @@ def gls_newton(resid, level, texture, var, params, active, radius, fisher, level
     ``parallel``: chunks of columns over numba's threads, or one after the other.
     """
     run = _gls_newton_parallel if parallel else _gls_newton_serial
-    run(resid, float(level), texture, var, params, active, float(radius), fisher, levels,
+    run(resid, float(level), texture, vinv, params, active, float(radius), fisher, levels,
         float(sigma_prior), float(sigma_tau), step_out, hinv_out)
 
 
 @njit(parallel=True, cache=True)
-def _gls_newton_parallel(resid, level, texture, var, params, active, radius, fisher, levels,
+def _gls_newton_parallel(resid, level, texture, vinv, params, active, radius, fisher, levels,
                          sigma_prior, sigma_tau, step_out, hinv_out):
     for c in prange((params.shape[0] + _CHUNK - 1) // _CHUNK):
-        _newton_chunk(c, resid, level, texture, var, params, active, radius, fisher, levels,
+        _newton_chunk(c, resid, level, texture, vinv, params, active, radius, fisher, levels,
                       sigma_prior, sigma_tau, step_out, hinv_out)
 
 
 @njit(cache=True)
-def _gls_newton_serial(resid, level, texture, var, params, active, radius, fisher, levels,
+def _gls_newton_serial(resid, level, texture, vinv, params, active, radius, fisher, levels,
                        sigma_prior, sigma_tau, step_out, hinv_out):
     for c in range((params.shape[0] + _CHUNK - 1) // _CHUNK):
-        _newton_chunk(c, resid, level, texture, var, params, active, radius, fisher, levels,
+        _newton_chunk(c, resid, level, texture, vinv, params, active, radius, fisher, levels,
                       sigma_prior, sigma_tau, step_out, hinv_out)
 
 
 @njit(cache=True)
-def _newton_chunk(c, resid, level, texture, var, params, active, radius, fisher, levels,
+def _newton_chunk(c, resid, level, texture, vinv, params, active, radius, fisher, levels,
                   sigma_prior, sigma_tau, step_out, hinv_out):
     """Columns ``c * _CHUNK`` to ``(c + 1) * _CHUNK`` of :func:`gls_newton`, with one set
     of scratch arrays (allocations cost more than the math of a column)."""
@@ -75,13 +75,13 @@ def _newton_chunk(c, resid, level, texture, var, params, active, radius, fisher,
     gx = np.empty(2 * int(np.ceil(radius)) + 1)
     for k in range(c * _CHUNK, min((c + 1) * _CHUNK, params.shape[0])):
         if active[k]:
-            _newton_column(k, resid, level, texture, var, params, radius, fisher, levels,
+            _newton_column(k, resid, level, texture, vinv, params, radius, fisher, levels,
                            sigma_prior, sigma_tau, step_out, hinv_out, hess, inv, low, grad,
                            info, gx)
 
 
 @njit(cache=True)
-def _newton_column(k, resid, level, texture, var, params, radius, fisher, levels,
+def _newton_column(k, resid, level, texture, vinv, params, radius, fisher, levels,
                    sigma_prior, sigma_tau, step_out, hinv_out, hess, inv, low, grad, info, gx):
     """:func:`gls_newton` for column ``k`` (scratch arrays passed in)."""
     h, w = resid.shape
@@ -109,7 +109,7 @@ def _newton_column(k, resid, level, texture, var, params, radius, fisher, levels
         for xx in range(max(cx - half, xa), min(cx + half + 1, xb)):
             rr = resid[yy, xx] - level
             if np.isfinite(rr):
-                vi = 1.0 / max(var[yy, xx], 1e-300)
+                vi = vinv[yy, xx]
                 zz = (rr - texture[yy, xx]) * vi
                 if not (np.isfinite(zz) and np.isfinite(vi)):
                     continue
@@ -317,6 +317,20 @@ def white_variance(image, resid, back_level, back_texture, var_img, gain, read_v
             total += v
             count += 1
     return total / max(count, 1)
+
+
+@njit(cache=True)
+def invert_variance(var, scale, step):
+    """In place ``var -> 1 / max(var * scale, 1e-300)`` (NaN stays NaN); returns every
+    ``step``-th scaled variance in raster order (NaN where ``var`` is)."""
+    flat = var.ravel()
+    sample = np.empty((flat.shape[0] + step - 1) // step)
+    for i in range(flat.shape[0]):
+        v = flat[i] * scale
+        if i % step == 0:
+            sample[i // step] = v
+        flat[i] = 1.0 / max(v, 1e-300) if np.isfinite(v) else np.nan
+    return sample
 
 
 @njit(cache=True)
