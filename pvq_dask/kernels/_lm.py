@@ -29,7 +29,7 @@ from pvq_dask.kernels._fit import (
 )
 from pvq_dask.kernels._lm_eval import BOTH, JAC_ONLY, evaluate, expand, free_kind
 
-__all__ = ["fit_windows"]
+__all__ = ["finite_stats", "fit_windows"]
 
 _MIN_SIGMA_PX = 0.3
 _CHUNK = 16                   # columns per parallel work item (one set of scratch arrays)
@@ -295,3 +295,24 @@ def _core_excess(p, px, py, cx, cy, data, others, fixed_var, npix, gain, read_va
             vsum += v
             ncore += 1
     return _residual_frac(ex2, vsum, ncore, p[4])
+
+
+@njit(cache=True)
+def finite_stats(image):
+    """Count, minimum, maximum, mean and variance of the finite pixels (two passes, no
+    copy); zeros when there are none."""
+    count, lo, hi, total = 0, np.inf, -np.inf, 0.0
+    for v in image.ravel():
+        if np.isfinite(v):
+            count += 1
+            lo = min(lo, v)
+            hi = max(hi, v)
+            total += v
+    if count == 0:
+        return 0, 0.0, 0.0, 0.0, 0.0
+    mean = total / count
+    sq = 0.0
+    for v in image.ravel():
+        if np.isfinite(v):
+            sq += (v - mean) ** 2
+    return count, lo, hi, mean, sq / count

@@ -41,7 +41,7 @@ from pvq_dask.kernels._fit import (
 from pvq_dask.kernels._gls import MAX_SIGMA_RATIO as _MAX_SIGMA_RATIO
 from pvq_dask.kernels._gls import RENDER_N_SIGMA as _RENDER_N_SIGMA
 from pvq_dask.kernels._gls import gls_refine, median_width, rough_amplitude, texture_model
-from pvq_dask.kernels._lm import fit_windows
+from pvq_dask.kernels._lm import finite_stats, fit_windows
 from pvq_dask.kernels.crlb import NoiseModel, estimate_noise_model
 
 __all__ = ["fit_columns", "FIT_KEYS"]
@@ -295,8 +295,8 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
     if n_rounds < (0 if background == "texture" else 1):
         raise ValueError(f"n_rounds must be >= 1 (>= 0 with texture), got {n_rounds}")
     n = len(xy0)
-    finite_vals = image[np.isfinite(image)]
-    if n == 0 or finite_vals.size == 0 or np.ptp(finite_vals) == 0:
+    n_finite, lo, hi, mean, var = finite_stats(image)
+    if n == 0 or n_finite == 0 or hi == lo:
         out = _empty_result(n)  # nothing to fit (no pixels, or a constant image)
         out["x_px"], out["y_px"] = xy0[:, 0].copy(), xy0[:, 1].copy()
         return out
@@ -306,8 +306,8 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
             noise = estimate_noise_model(image)
         except ValueError:
             noise = NoiseModel(gain=0.0, read_var=1.0)
-    floor = _NOISE_FLOOR * float(np.var(finite_vals)) if finite_vals.size else 0.0
-    noise_free = noise.gain * max(float(np.mean(finite_vals)), 0.0) + noise.read_var <= floor
+    floor = _NOISE_FLOOR * var
+    noise_free = noise.gain * max(mean, 0.0) + noise.read_var <= floor
     if noise_free:  # plain least squares with a tiny uniform variance
         noise = NoiseModel(gain=0.0, read_var=max(floor, 1e-300))
     if n_gls_iter is None:
