@@ -52,10 +52,10 @@ class TextureSpectrum:
         h, w = image.shape
         p = int(min(pad_px, h - 1, w - 1))
         shp = _fast_shape(h + 2 * p, w + 2 * p)
-        # One axis at a time (the zero padding to the fast size implicit; measured 40 %
-        # faster than irfft2 at 2160^2), the inverse's last pass only on the output rows.
-        spec = sfft.rfft(_reflect_pad(image, p, offset), n=shp[1], axis=1, workers=-1)
-        spec = sfft.fft(spec, n=shp[0], axis=0, workers=-1, overwrite_x=True)
+        # One axis at a time (measured 40 % faster than irfft2 at 2160^2), the inverse's
+        # last pass only on the output rows.
+        spec = sfft.rfft(_reflect_pad(image, p, offset, shp[0], shp[1]), axis=1, workers=-1)
+        spec = sfft.fft(spec, axis=0, workers=-1, overwrite_x=True)
         spec *= self._gain(shp)
         rows = sfft.ifft(spec, axis=0, workers=-1, overwrite_x=True)[p:p + h]
         return sfft.irfft(rows, n=shp[1], axis=1, workers=-1)[:, p:p + w]
@@ -170,11 +170,13 @@ def _wiener_gain(kr, dk, power, white):
 
 
 @njit(cache=True)
-def _reflect_pad(image, p, offset):
-    """float32 ``image - offset`` (NaN -> 0) with a margin of ``p`` mirrored without
-    repeating the edge (numpy's "reflect")."""
+def _reflect_pad(image, p, offset, sh, sw):
+    """float32 (sh, sw) buffer: ``image - offset`` (NaN -> 0) at [p:p+h, p:p+w], mirrored
+    without repeating the edge into a margin of ``p`` (numpy's "reflect"), zeros beyond."""
     h, w = image.shape
-    out = np.empty((h + 2 * p, w + 2 * p), np.float32)
+    out = np.empty((sh, sw), np.float32)
+    out[h + 2 * p:, :] = 0.0
+    out[:h + 2 * p, w + 2 * p:] = 0.0
     for i in range(h + 2 * p):
         si = i - p
         if si < 0:
