@@ -255,7 +255,7 @@ def _ring_medians(spec, scale, which, starts, nbin, white, n_white, hints):
             if white[i, j]:
                 buf[nw] = pw
                 nw += 1
-    scratch = np.empty(max(n_white, 1))
+    scratch = np.empty(max(n_white, np.max(starts[1:] - starts[:-1])) + 1)
     out = np.zeros(nbin + 1)
     for b in range(nbin + 1):
         lo, hi = (starts[b], starts[b + 1]) if b < nbin else (starts[nbin], nw)
@@ -278,13 +278,11 @@ def _median_near(values, hint, scratch):
     lo, hi = hint * (1.0 - _HINT_WIDTH), hint * (1.0 + _HINT_WIDTH)
     k1, k2 = (n - 1) // 2, n // 2
     below, m = 0, 0
-    for i in range(n):
+    for i in range(n):      # branch-free: write every value, advance only past kept ones
         v = values[i]
-        if v < lo:
-            below += 1
-        elif v <= hi:
-            scratch[m] = v
-            m += 1
+        below += v < lo
+        scratch[m] = v
+        m += (v >= lo) & (v <= hi)
     if not (below <= k1 and k2 < below + m):
         return np.median(values)
     k = k1 - below
