@@ -22,6 +22,7 @@ _WHITE_FLOOR = 1e-4           # minimum white level, relative to the residual's 
 _SPECTRUM_MAX_PX = 1024       # the texture is stationary: a central crop this size suffices
 _WHITE_FROM_K = 0.75 * np.pi  # the white plateau: columns of width >= 1 px carry no power
 _HINT_WIDTH = 0.2             # selections look within this relative distance of a hint first
+_SUBSAMPLE = 8                # without a hint, the bracket comes from every 8th value
 _GAIN_CACHE = {}
 
 
@@ -271,11 +272,20 @@ def _ring_medians(spec, scale, which, starts, nbin, white, n_white, hints):
 def _median_near(values, hint, scratch):
     """``np.median(values)``, found among the values within 20 % of ``hint`` when the
     median is there (one counting pass and a selection on a few percent of the values),
-    else by a full selection."""
+    else by a full selection. Without a hint (``hint`` not > 0) the bracket comes from a
+    regular subsample: its order statistics 4 sigma either side of its median."""
     n = values.shape[0]
-    if n < 64 or not hint > 0.0:
+    if n < 64:
         return np.median(values)
-    lo, hi = hint * (1.0 - _HINT_WIDTH), hint * (1.0 + _HINT_WIDTH)
+    if hint > 0.0:
+        lo, hi = hint * (1.0 - _HINT_WIDTH), hint * (1.0 + _HINT_WIDTH)
+    else:
+        m = n // _SUBSAMPLE
+        for i in range(m):
+            scratch[i] = values[i * _SUBSAMPLE]
+        half = 2.0 * np.sqrt(m)
+        lo = _quickselect(scratch, m, max(int(0.5 * m - half), 0))
+        hi = _quickselect(scratch, m, min(int(0.5 * m + half), m - 1))
     k1, k2 = (n - 1) // 2, n // 2
     below, m = 0, 0
     for i in range(n):      # branch-free: write every value, advance only past kept ones
