@@ -84,7 +84,7 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
                                       no_texture if texture is None else texture,
                                       fr.var_img, gain, read_var, vinv)
             hint = previous if spectrum is None else spectrum
-            spectrum = estimate_texture_spectrum(resid, previous=hint)
+            spectrum = estimate_texture_spectrum(resid, previous=hint, single=True)
             # One white level for filter, weights and templates: the noise model's shape,
             # the residual's own high-frequency level.
             sample = invert_variance(vinv, spectrum.white_power / max(mean_var, 1e-300),
@@ -124,7 +124,7 @@ def texture_model(image, rendered, active, sigma, xy, previous=None):
     resid = np.empty(image.shape)
     total, count = subtract_columns(image, rendered, active, RENDER_N_SIGMA, resid)
     level = total / max(count, 1)
-    spectrum = estimate_texture_spectrum(resid, previous=previous)
+    spectrum = estimate_texture_spectrum(resid, previous=previous, single=True)
     core = np.zeros((len(xy), N_PARAM))
     core[:, :2] = xy
     core[:, 2:4] = sigma

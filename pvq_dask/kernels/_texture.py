@@ -209,10 +209,10 @@ def _rings(shape):
 
 
 @njit(cache=True)
-def _windowed(r, mask, win):
-    """``(r - mean) * win`` over the usable pixels (finite, and in ``mask`` unless it is
-    (1, 1)), 0 elsewhere; the sum of win^2 and the mean of (r - mean)^2 over them, and
-    their count (the mean is over the usable pixels)."""
+def _windowed(r, mask, win, out):
+    """``out = (r - mean) * win`` over the usable pixels (finite, and in ``mask`` unless it
+    is (1, 1)), 0 elsewhere; returns the sum of win^2 and the mean of (r - mean)^2 over
+    them, and their count (the mean is over the usable pixels)."""
     h, w = r.shape
     use_mask = mask.shape[0] == h and mask.shape[1] == w
     total, count = 0.0, 0
@@ -223,17 +223,17 @@ def _windowed(r, mask, win):
                 total += v
                 count += 1
     mean = total / max(count, 1)
-    out = np.zeros((h, w))
     w2, sq = 0.0, 0.0
     for i in range(h):
         for j in range(w):
             v = r[i, j]
+            out[i, j] = 0.0
             if np.isfinite(v) and (not use_mask or mask[i, j]):
                 d = v - mean
                 out[i, j] = d * win[i, j]
                 w2 += win[i, j] * win[i, j]
                 sq += d * d
-    return out, w2, sq / max(count, 1), count
+    return w2, sq / max(count, 1), count
 
 
 @njit(cache=True)
@@ -248,7 +248,8 @@ def _ring_medians(spec, scale, which, starts, nbin, white, n_white, hints):
     for i in range(h):
         for j in range(w):
             c = spec[i, j]
-            pw = (c.real * c.real + c.imag * c.imag) * scale
+            re, im = np.float64(c.real), np.float64(c.imag)
+            pw = (re * re + im * im) * scale
             b = which[i, j]
             if b < nbin:
                 buf[pos[b]] = pw
@@ -337,7 +338,8 @@ def _quickselect(a, m, k):
     return a[k]
 
 
-def estimate_texture_spectrum(residual, *, white_power=None, mask=None, previous=None):
+def estimate_texture_spectrum(residual, *, white_power=None, mask=None, previous=None,
+                              single=False):
     """Radial spectrum of what is left after removing the columns: texture + white noise.
 
     A Hann-windowed periodogram is reduced to its radial median per frequency ring (robust
@@ -356,6 +358,9 @@ def estimate_texture_spectrum(residual, *, white_power=None, mask=None, previous
     previous : TextureSpectrum, optional
         An earlier estimate from a residual of the same shape (e.g. the previous iteration
         of a fit): its medians seed the selections. Same result, faster.
+    single : bool
+        Single-precision periodogram: about twice as fast, the spectrum within ~1e-6
+        (relative) of the double-precision one.
 
     Returns
     -------
@@ -378,7 +383,8 @@ def estimate_texture_spectrum(residual, *, white_power=None, mask=None, previous
     r = r[crop]
     mask = np.ones((1, 1), np.bool_) if mask is None else np.asarray(mask, np.bool_)[crop]
     win, dk, nbin, which, starts, white, n_white = _rings(r.shape)
-    windowed, win2_sum, sq, n_ok = _windowed(r, mask, win)
+    windowed = np.empty(r.shape, np.float32 if single else np.float64)
+    win2_sum, sq, n_ok = _windowed(r, mask, win, windowed)
     if n_ok < 64:
         raise ValueError("too few usable pixels to estimate a background spectrum")
     spec = sfft.rfft2(windowed, workers=-1)
