@@ -299,20 +299,21 @@ def _core_excess(p, px, py, cx, cy, data, others, fixed_var, npix, gain, read_va
 
 @njit(cache=True)
 def finite_stats(image):
-    """Count, minimum, maximum, mean and variance of the finite pixels (two passes, no
-    copy); zeros when there are none."""
-    count, lo, hi, total = 0, np.inf, -np.inf, 0.0
+    """Count, minimum, maximum, mean and variance of the finite pixels (one pass, no copy;
+    the variance from the sum of squares about the first finite value); zeros when there
+    are none."""
+    count, lo, hi, total, sq, ref = 0, np.inf, -np.inf, 0.0, 0.0, np.nan
     for v in image.ravel():
         if np.isfinite(v):
+            if count == 0:
+                ref = v
+            d = v - ref
             count += 1
             lo = min(lo, v)
             hi = max(hi, v)
-            total += v
+            total += d
+            sq += d * d
     if count == 0:
         return 0, 0.0, 0.0, 0.0, 0.0
-    mean = total / count
-    sq = 0.0
-    for v in image.ravel():
-        if np.isfinite(v):
-            sq += (v - mean) ** 2
-    return count, lo, hi, mean, sq / count
+    mean_d = total / count
+    return count, lo, hi, ref + mean_d, max(sq / count - mean_d * mean_d, 0.0)
