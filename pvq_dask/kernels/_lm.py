@@ -27,15 +27,15 @@ from pvq_dask.kernels._fit import (
     _invert_spd_into,
     _residual_frac,
 )
-from pvq_dask.kernels._lm_eval import BOTH, JAC_ONLY, evaluate, expand, free_kind
+from pvq_dask.kernels._lm_eval import BOTH, JAC_ONLY, evaluate, free_kind
 
 __all__ = ["finite_stats", "fit_windows"]
 
 _MIN_SIGMA_PX = 0.3
 _CHUNK = 16                   # columns per parallel work item (one set of scratch arrays)
-# Small scratch per column: p (8), the LM's 8 vectors and 5 matrices of 8 x 8, and the
+# Small scratch per column: p (8), the LM's 8 vectors and 4 matrices of 8 x 8, and the
 # covariance and its Cholesky factor (2 x 8 x 8).
-_SMALL = 8 + 8 * 8 + 5 * 64 + 2 * 64
+_SMALL = 8 + 8 * 8 + 4 * 64 + 2 * 64
 
 
 def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off, free, gain,
@@ -171,15 +171,15 @@ def _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_o
     for i in range(N_PARAM):
         params[k, i] = p[i]
     chi2_out[k] = chi2
-    nn = N_PARAM * N_PARAM
+    nn, nf = N_PARAM * N_PARAM, free_idx.shape[0]
     inv = small[_SMALL - 2 * nn:_SMALL - nn].reshape((N_PARAM, N_PARAM))
-    inv[:, :] = 0.0
-    if not _invert_spd_into(jtj, N_PARAM, inv, small[_SMALL - nn:].reshape((N_PARAM, N_PARAM))):
-        inv[:, :] = 0.0
+    cov[k, :, :] = 0.0
+    if _invert_spd_into(jtj, nf, inv, small[_SMALL - nn:].reshape((N_PARAM, N_PARAM))):
+        for m in range(nf):
+            for q in range(nf):
+                cov[k, free_idx[m], free_idx[q]] = inv[m, q]
+    else:
         status = 4
-    for i in range(N_PARAM):
-        for j in range(N_PARAM):
-            cov[k, i, j] = inv[i, j] if (free[i] and free[j]) else 0.0
     status_out[k] = status
     resid_out[k] = _core_excess(p, px, py, cx, cy, data, others, fixed_var, npix, gain,
                                 read_var)
@@ -208,42 +208,46 @@ def _auto_start(p, px, py, cx, cy, data, npix):
 @njit(cache=True)
 def _levenberg_marquardt(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
                          read_var, weighted, tol, max_iter, free_idx, gx, gy, reach, wts,
-                         wts_new, small):
+                         wts_new, work):
     """LM loop on one window from ``p`` (updated in place). Returns the status code, the
-    iterations, chi2 and J^T W J (N_PARAM x N_PARAM, fixed parameters pinned) at the end.
-    ``wts``, ``wts_new`` (>= npix) and ``small`` (>= 8 * 8 + 5 * 8 * 8) are scratch."""
+    iterations, chi2 and J^T W J of the free parameters at the end (nf x nf, lower
+    triangle). ``wts``, ``wts_new`` (>= npix) and ``work`` (>= 8 * 8 + 4 * 8 * 8) are
+    scratch. The normal equations are solved for the free parameters only (the same
+    numbers as the full system with the fixed ones pinned, whose rows are zero)."""
     n, nn = N_PARAM, N_PARAM * N_PARAM
-    jtr_c, jtr_new, jac, jf = small[:n], small[n:2 * n], small[2 * n:3 * n], small[3 * n:4 * n]
-    jtr, step, trial, z = (small[4 * n:5 * n], small[5 * n:6 * n], small[6 * n:7 * n],
-                           small[7 * n:8 * n])
-    o = 8 * n
-    acc = small[o:o + nn].reshape((n, n))
-    acc_new = small[o + nn:o + 2 * nn].reshape((n, n))
-    jtj = small[o + 2 * nn:o + 3 * nn].reshape((n, n))
-    lhs = small[o + 3 * nn:o + 4 * nn].reshape((n, n))
-    low = small[o + 4 * nn:o + 5 * nn].reshape((n, n))
+    nf = free_idx.shape[0]
+    jtr, jtr_new, jac, jf = work[:n], work[n:2 * n], work[2 * n:3 * n], work[3 * n:4 * n]
+    step_c, z = work[4 * n:5 * n], work[5 * n:6 * n]
+    o = 6 * n
+    acc = work[o:o + nn].reshape((n, n))
+    acc_new = work[o + nn:o + 2 * nn].reshape((n, n))
+    lhs = work[o + 2 * nn:o + 3 * nn].reshape((n, n))
+    low = work[o + 3 * nn:o + 4 * nn].reshape((n, n))
+    trial, step = work[o + 4 * nn:o + 4 * nn + n], work[o + 4 * nn + n:o + 4 * nn + 2 * n]
     x0, y0 = p[0], p[1]
     max_shift = 0.6 * reach
     kind = free_kind(free_idx)
     _, chi2 = evaluate(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
-                        read_var, weighted, JAC_ONLY, wts, wts, acc, jtr_c, free_idx, gx, gy,
-                        jac, jf, kind)
-    expand(acc, jtr_c, free_idx, jtj, jtr)
+                       read_var, weighted, JAC_ONLY, wts, wts, acc, jtr, free_idx, gx, gy,
+                       jac, jf, kind)
     lam = 1e-3
     status = 3
     it = 0
     while it < max_iter:
         it += 1
-        for i in range(N_PARAM):
-            for j in range(N_PARAM):
-                lhs[i, j] = jtj[i, j]
-            lhs[i, i] = jtj[i, i] * (1.0 + lam) + 1e-12
-        if not _cholesky_solve_into(lhs, jtr, N_PARAM, step, low, z):
+        for m in range(nf):
+            for q in range(m + 1):
+                lhs[m, q] = acc[m, q]
+            lhs[m, m] = acc[m, m] * (1.0 + lam) + 1e-12
+        if not _cholesky_solve_into(lhs, jtr, nf, step_c, low, z):
             lam *= 10.0
             if lam > 1e12:
                 status = 4
                 break
             continue
+        step[:] = 0.0
+        for m in range(nf):
+            step[free_idx[m]] = step_c[m]
         for i in range(N_PARAM):
             trial[i] = p[i] + step[i]
         valid = (trial[2] > _MIN_SIGMA_PX and trial[3] > _MIN_SIGMA_PX
@@ -252,19 +256,18 @@ def _levenberg_marquardt(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, n
         new, new_chi2 = np.inf, np.inf
         if valid:
             new, new_chi2 = evaluate(trial, px, py, gxi, gyi, cx, cy, data, others,
-                                      fixed_var, npix, gain, read_var, weighted, BOTH, wts,
-                                      wts_new, acc_new, jtr_new, free_idx, gx, gy, jac, jf,
-                                      kind)
+                                     fixed_var, npix, gain, read_var, weighted, BOTH, wts,
+                                     wts_new, acc_new, jtr_new, free_idx, gx, gy, jac, jf,
+                                     kind)
         if new <= chi2:
-            small = abs(step[0]) <= tol and abs(step[1]) <= tol
-            done = (chi2 - new) <= tol * chi2 or small
+            tiny = abs(step[0]) <= tol and abs(step[1]) <= tol
+            done = (chi2 - new) <= tol * chi2 or tiny
             for i in range(N_PARAM):
                 p[i] = trial[i]
             wts, wts_new = wts_new, wts
             acc, acc_new = acc_new, acc
-            jtr_c, jtr_new = jtr_new, jtr_c
+            jtr, jtr_new = jtr_new, jtr
             chi2 = new_chi2
-            expand(acc, jtr_c, free_idx, jtj, jtr)
             lam = max(lam * 0.1, 1e-9)
             if done:
                 status = 0
@@ -274,7 +277,7 @@ def _levenberg_marquardt(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, n
             if lam > 1e12:
                 status = 0  # no step improves chi2: at the minimum to machine precision
                 break
-    return status, it, chi2, jtj
+    return status, it, chi2, acc
 
 
 @njit(cache=True)

@@ -9,9 +9,7 @@ specialised pass with scalar accumulators (same sums, same order).
 import numpy as np
 from numba import njit
 
-from pvq_dask.kernels._fit import N_PARAM
-
-__all__ = ["BOTH", "CHI2_ONLY", "JAC_ONLY", "evaluate", "expand", "free_kind"]
+__all__ = ["BOTH", "CHI2_ONLY", "JAC_ONLY", "evaluate", "free_kind"]
 
 CHI2_ONLY, JAC_ONLY, BOTH = 0, 1, 2
 
@@ -169,20 +167,3 @@ def free_kind(free_idx):
     if free_idx.shape[0] == 2 and free_idx[0] == 4 and free_idx[1] == 5:
         return 2
     return 0
-
-
-@njit(cache=True)
-def expand(acc, jtr_c, free_idx, jtj, jtr):
-    """Normal equations of the free parameters -> full N_PARAM system, fixed parameters
-    pinned (zero gradient, identity row and column)."""
-    for i in range(N_PARAM):
-        jtr[i] = 0.0
-        for j in range(N_PARAM):
-            jtj[i, j] = 0.0
-        jtj[i, i] = 1.0
-    nf = free_idx.shape[0]
-    for m in range(nf):
-        jtr[free_idx[m]] = jtr_c[m]
-        for q in range(m + 1):
-            jtj[free_idx[m], free_idx[q]] = acc[m, q]
-            jtj[free_idx[q], free_idx[m]] = acc[m, q]
