@@ -10,17 +10,12 @@ background).
 import numpy as np
 from numba import njit
 
-__all__ = ["N_PARAM", "PARALLEL_MIN_US", "STATUS", "render_model", "window_offsets"]
+__all__ = ["N_PARAM", "STATUS", "render_model", "window_offsets"]
 
 N_PARAM = 8
 #: Status codes of :func:`pvq_dask.kernels._lm.fit_windows`.
 STATUS = {"ok": 0, "nan": 1, "few_pixels": 2, "max_iter": 3, "singular": 4, "skipped": 5}
 _MIN_SIGMA_PX = 0.3
-#: Serial below this much work (columns x microseconds per column): a numba parallel region
-#: costs a thread wake-up and a barrier, which on a busy machine can be a scheduler time
-#: slice (measured: 10-25 ms per region with another process on the second core), so it
-#: only pays for calls of more than ~10 ms.
-PARALLEL_MIN_US = 10_000
 
 
 def window_offsets(radius_px):

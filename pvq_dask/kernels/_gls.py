@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from pvq_dask.kernels._fit import N_PARAM, PARALLEL_MIN_US, render_model
+from pvq_dask.kernels._fit import N_PARAM, render_model
 from pvq_dask.kernels._gls_kernels import (
     core_residual,
     gls_newton,
@@ -36,7 +36,6 @@ _RELAX = 0.75
 _SIGMA_PRIOR_FRAC = 0.10      # width prior of the GLS stage, relative to the frame median
 _SAMPLE_STEP = 16             # pixel subsampling for frame-wide quantiles
 _N_TEMPLATES = 6              # white-noise levels of the per-column GLS Fisher templates
-_NEWTON_US = 2.5              # rough serial cost of one column's Gauss-Newton step, microseconds
 
 
 def median_width(params, mask, default):
@@ -72,7 +71,6 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
     resid = np.empty(image.shape)
     vinv = np.empty(image.shape)     # white variance of the model, then its inverse
     no_texture = np.zeros((1, 1), np.float32)
-    parallel = int(active.sum()) * _NEWTON_US >= PARALLEL_MIN_US
     spectrum, texture, templates, back_level, n_done = None, None, None, None, 0
     for it in range(n_iter):
         total, count = subtract_columns(image, full_params(p), active | frozen, RENDER_N_SIGMA,
@@ -97,7 +95,7 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
         back_level = level
         step = np.zeros((len(p), 5))
         gls_newton(resid, level, texture, vinv, p, active, fr.radius, templates, levels,
-                   sig_med, _SIGMA_PRIOR_FRAC * sig_med, step, hinv, parallel=parallel)
+                   sig_med, _SIGMA_PRIOR_FRAC * sig_med, step, hinv)
         step[:, :2] = np.clip(step[:, :2], -_GLS_MAX_STEP_PX, _GLS_MAX_STEP_PX)
         step[:, 2:4] = np.clip(step[:, 2:4], -0.2 * p[:, 2:4], 0.2 * p[:, 2:4])
         step[:, 4] = np.maximum(step[:, 4], -0.5 * p[:, 4])
@@ -109,7 +107,7 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
         if np.abs(step[active, :2]).max(initial=0.0) < _GLS_TOL_PX:
             break
     frac = core_residual(image, resid, level, texture, fr.var_img, gain, read_var,
-                         full_params(p), active, parallel=parallel)
+                         full_params(p), active)
     h, w = image.shape
     ij = np.clip(np.rint(p[:, :2]).astype(np.int64), 0, np.array([w - 1, h - 1]))
     back = level + texture[ij[:, 1], ij[:, 0]].astype(np.float64)

@@ -14,18 +14,19 @@ NaN where the image is not finite; ``texture`` is the Wiener estimate of ``resid
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from pvq_dask.kernels._chunks import run_chunks
 from pvq_dask.kernels._fit import _invert_spd_into, _residual_frac
 
 __all__ = ["core_residual", "gls_newton", "invert_variance", "subtract_columns",
            "texture_inputs", "texture_model", "white_variance"]
 
-_CHUNK = 64   # columns per parallel work item of gls_newton
+_CHUNK = 128  # columns per work item of run_chunks (~0.5 ms of Gauss-Newton steps)
 
 
 def gls_newton(resid, level, texture, vinv, params, active, radius, fisher, levels,
-               sigma_prior, sigma_tau, step_out, hinv_out, *, parallel=True):
+               sigma_prior, sigma_tau, step_out, hinv_out):
     """One block-diagonal Gauss-Newton step of the texture-aware (GLS) objective.
 
     The gradient is that of ``z = (resid - level - texture) * vinv`` (the residual filtered
@@ -39,41 +40,26 @@ def gls_newton(resid, level, texture, vinv, params, active, radius, fisher, leve
     and the inverse Hessian (the GLS covariance) of every active column. The widths carry a
     Gaussian prior (``sigma_prior`` +- ``sigma_tau``): columns of one frame share the probe
     and differ little in width, and a free width lets a weak column swallow a carbon grain.
-    ``parallel``: chunks of columns over numba's threads, or one after the other.
+    Chunks of columns run on the calling thread and numba's other threads
+    (:func:`pvq_dask.kernels._chunks.run_chunks`).
     """
-    run = _gls_newton_parallel if parallel else _gls_newton_serial
-    run(resid, float(level), texture, vinv, params, active, float(radius), fisher, levels,
-        float(sigma_prior), float(sigma_tau), step_out, hinv_out)
+    run_chunks(_newton_range, params.shape[0], _CHUNK, resid, float(level), texture, vinv,
+               params, active, float(radius), fisher, levels, float(sigma_prior),
+               float(sigma_tau), step_out, hinv_out)
 
 
-@njit(parallel=True, cache=True)
-def _gls_newton_parallel(resid, level, texture, vinv, params, active, radius, fisher, levels,
-                         sigma_prior, sigma_tau, step_out, hinv_out):
-    for c in prange((params.shape[0] + _CHUNK - 1) // _CHUNK):
-        _newton_chunk(c, resid, level, texture, vinv, params, active, radius, fisher, levels,
-                      sigma_prior, sigma_tau, step_out, hinv_out)
-
-
-@njit(cache=True)
-def _gls_newton_serial(resid, level, texture, vinv, params, active, radius, fisher, levels,
-                       sigma_prior, sigma_tau, step_out, hinv_out):
-    for c in range((params.shape[0] + _CHUNK - 1) // _CHUNK):
-        _newton_chunk(c, resid, level, texture, vinv, params, active, radius, fisher, levels,
-                      sigma_prior, sigma_tau, step_out, hinv_out)
-
-
-@njit(cache=True)
-def _newton_chunk(c, resid, level, texture, vinv, params, active, radius, fisher, levels,
-                  sigma_prior, sigma_tau, step_out, hinv_out):
-    """Columns ``c * _CHUNK`` to ``(c + 1) * _CHUNK`` of :func:`gls_newton`, with one set
-    of scratch arrays (allocations cost more than the math of a column)."""
+@njit(cache=True, nogil=True)
+def _newton_range(start, stop, resid, level, texture, vinv, params, active, radius, fisher,
+                  levels, sigma_prior, sigma_tau, step_out, hinv_out):
+    """Columns ``start`` to ``stop`` of :func:`gls_newton`, with one set of scratch arrays
+    (allocations cost more than the math of a column)."""
     hess = np.empty((5, 5))
     inv = np.empty((5, 5))
     low = np.empty((5, 5))
     grad = np.empty(5)
     info = np.empty(5)
     gx = np.empty(2 * int(np.ceil(radius)) + 1)
-    for k in range(c * _CHUNK, min((c + 1) * _CHUNK, params.shape[0])):
+    for k in range(start, stop):
         if active[k]:
             _newton_column(k, resid, level, texture, vinv, params, radius, fisher, levels,
                            sigma_prior, sigma_tau, step_out, hinv_out, hess, inv, low, grad,
@@ -174,8 +160,7 @@ def _newton_column(k, resid, level, texture, vinv, params, radius, fisher, level
             hinv_out[k, p, q] = inv[p, q]
 
 
-def core_residual(image, resid, level, texture, var_img, gain, read_var, params, active, *,
-                  parallel=True):
+def core_residual(image, resid, level, texture, var_img, gain, read_var, params, active):
     """Excess RMS residual over the noise within 2 sigma of each column, / its amplitude.
 
     The full model (every column and the background) is ``image - resid + level + texture``;
@@ -183,25 +168,15 @@ def core_residual(image, resid, level, texture, var_img, gain, read_var, params,
     (``gain``, ``read_var``) at the model. NaN for inactive columns.
     """
     out = np.full(params.shape[0], np.nan)
-    run = _core_residual_parallel if parallel else _core_residual_serial
-    run(image, resid, float(level), texture, var_img, float(gain), float(read_var), params,
-        active, out)
+    run_chunks(_core_range, params.shape[0], 4 * _CHUNK, image, resid, float(level), texture,
+               var_img, float(gain), float(read_var), params, active, out)
     return out
 
 
-@njit(parallel=True, cache=True)
-def _core_residual_parallel(image, resid, level, texture, var_img, gain, read_var, params,
-                            active, out):
-    for k in prange(params.shape[0]):
-        if active[k]:
-            out[k] = _core_column(k, image, resid, level, texture, var_img, gain, read_var,
-                                  params)
-
-
-@njit(cache=True)
-def _core_residual_serial(image, resid, level, texture, var_img, gain, read_var, params,
-                          active, out):
-    for k in range(params.shape[0]):
+@njit(cache=True, nogil=True)
+def _core_range(start, stop, image, resid, level, texture, var_img, gain, read_var, params,
+                active, out):
+    for k in range(start, stop):
         if active[k]:
             out[k] = _core_column(k, image, resid, level, texture, var_img, gain, read_var,
                                   params)

@@ -1,6 +1,6 @@
 """Levenberg-Marquardt window fits of the batched column fitter (see :mod:`pvq_dask.kernels.fit`).
 
-Every column is fitted in its own disc of pixels, all columns in parallel (``prange``), by a
+Every column is fitted in its own disc of pixels, chunks of columns on several threads, by a
 Levenberg-Marquardt loop on the weighted least-squares objective
 
     chi2 = sum_i w_i (d_i - f_i)^2,   f = A g(x, y, sx, sy) + B [+ bx (X - cx) + by (Y - cy)]
@@ -19,8 +19,9 @@ exponentials instead of one per pixel.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from pvq_dask.kernels._chunks import run_chunks
 from pvq_dask.kernels._fit import (
     N_PARAM,
     _cholesky_solve_into,
@@ -32,7 +33,7 @@ from pvq_dask.kernels._lm_eval import BOTH, JAC_ONLY, evaluate, free_kind
 __all__ = ["finite_stats", "fit_windows"]
 
 _MIN_SIGMA_PX = 0.3
-_CHUNK = 16                   # columns per parallel work item (one set of scratch arrays)
+_CHUNK = 32                   # columns per work item of run_chunks (~0.5 ms)
 # Small scratch per column: p (8), the LM's 8 vectors and 4 matrices of 8 x 8, and the
 # covariance and its Cholesky factor (2 x 8 x 8).
 _SMALL = 8 + 8 * 8 + 4 * 64 + 2 * 64
@@ -40,7 +41,7 @@ _SMALL = 8 + 8 * 8 + 4 * 64 + 2 * 64
 
 def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off, free, gain,
                 read_var, weighted, tol, max_iter, min_pixels, cov, chi2_out, npix_out,
-                niter_out, status_out, resid_out, *, parallel=True):
+                niter_out, status_out, resid_out):
     """Fit every column (rows of ``params``, updated in place) in its own pixel disc.
 
     ``model`` is the rendered Gaussian part of all columns with parameters ``rendered``;
@@ -50,47 +51,27 @@ def fit_windows(image, model, var_img, params, rendered, centre, dx_off, dy_off,
     image's shape (pass a (1, 1) array to use ``gain`` and ``read_var``).
     ``free`` (8,) bool marks the fitted parameters (the others keep their start values).
     ``cov`` (n, 8, 8) receives the inverse of J^T W J (zero rows for fixed parameters).
-    ``parallel``: columns over numba's threads, or one after the other (for few columns a
-    parallel region costs more than it saves, and far more on a busy machine).
+    Chunks of columns run on the calling thread and numba's other threads
+    (:func:`pvq_dask.kernels._chunks.run_chunks`).
     """
-    run = _fit_windows_parallel if parallel else _fit_windows_serial
-    run(image, model, var_img, params, rendered, centre, dx_off, dy_off,
-        np.asarray(free, np.bool_), np.flatnonzero(free).astype(np.int64), float(gain),
-        float(read_var), bool(weighted), float(tol), int(max_iter), int(min_pixels), cov,
-        chi2_out, npix_out, niter_out, status_out, resid_out)
+    run_chunks(_fit_range, params.shape[0], _CHUNK, image, model, var_img, params, rendered,
+               centre, dx_off, dy_off, np.asarray(free, np.bool_),
+               np.flatnonzero(free).astype(np.int64), float(gain), float(read_var),
+               bool(weighted), float(tol), int(max_iter), int(min_pixels), cov, chi2_out,
+               npix_out, niter_out, status_out, resid_out)
 
 
-@njit(parallel=True, cache=True)
-def _fit_windows_parallel(image, model, var_img, params, rendered, centre, dx_off, dy_off,
-                          free, free_idx, gain, read_var, weighted, tol, max_iter, min_pixels,
-                          cov, chi2_out, npix_out, niter_out, status_out, resid_out):
-    for c in prange((params.shape[0] + _CHUNK - 1) // _CHUNK):
-        _fit_chunk(c, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
-                   free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov,
-                   chi2_out, npix_out, niter_out, status_out, resid_out)
-
-
-@njit(cache=True)
-def _fit_windows_serial(image, model, var_img, params, rendered, centre, dx_off, dy_off,
-                        free, free_idx, gain, read_var, weighted, tol, max_iter, min_pixels,
-                        cov, chi2_out, npix_out, niter_out, status_out, resid_out):
-    for c in range((params.shape[0] + _CHUNK - 1) // _CHUNK):
-        _fit_chunk(c, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
-                   free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov,
-                   chi2_out, npix_out, niter_out, status_out, resid_out)
-
-
-@njit(cache=True)
-def _fit_chunk(c, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
-               free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov, chi2_out,
-               npix_out, niter_out, status_out, resid_out):
-    """Columns ``c * _CHUNK`` to ``(c + 1) * _CHUNK`` of :func:`fit_windows`, with one set of
-    scratch arrays (allocations cost more than a small fit's arithmetic)."""
+@njit(cache=True, nogil=True)
+def _fit_range(start, stop, image, model, var_img, params, rendered, centre, dx_off, dy_off,
+               free, free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov,
+               chi2_out, npix_out, niter_out, status_out, resid_out):
+    """Columns ``start`` to ``stop`` of :func:`fit_windows`, with one set of scratch arrays
+    (allocations cost more than a small fit's arithmetic)."""
     n_off = dx_off.shape[0]
     span = 2 * int(dx_off.max()) + 1
     fbuf = np.empty(7 * n_off + 2 * span + _SMALL)
     ibuf = np.empty(2 * n_off, np.int64)
-    for k in range(c * _CHUNK, min((c + 1) * _CHUNK, params.shape[0])):
+    for k in range(start, stop):
         _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_off, free,
                     free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov,
                     chi2_out, npix_out, niter_out, status_out, resid_out, fbuf, ibuf)
@@ -101,7 +82,7 @@ def _fit_window(k, image, model, var_img, params, rendered, centre, dx_off, dy_o
                 free_idx, gain, read_var, weighted, tol, max_iter, min_pixels, cov, chi2_out,
                 npix_out, niter_out, status_out, resid_out, fbuf, ibuf):
     """:func:`fit_windows` for column ``k`` (scratch ``fbuf``, ``ibuf`` from
-    :func:`_fit_chunk`)."""
+    :func:`_fit_range`)."""
     h, w = image.shape
     n_off = dx_off.shape[0]
     span = 2 * int(dx_off.max()) + 1

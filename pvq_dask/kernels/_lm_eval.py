@@ -81,8 +81,9 @@ def _eval(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read
 def _eval_xyab(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
                weighted, mode, wts_in, wts_out, acc, jtr, with_pos, gx, gy):
     """:func:`_eval` for the free sets (x, y, A, B) and, without ``with_pos``, (A, B) (the
-    texture mode's rounds): the same sums in the same order, in scalar accumulators."""
-    x, y, sx, sy, a, b, bx, by = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+    texture mode's rounds), background slopes zero: the same sums in the same order, in
+    scalar accumulators."""
+    x, y, sx, sy, a, b = p[0], p[1], p[2], p[3], p[4], p[5]
     r0 = (gx.shape[0] - 1) // 2
     for k in range(gx.shape[0]):
         ex = (cx - r0 + k - x) / sx
@@ -97,7 +98,7 @@ def _eval_xyab(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
     for i in range(npix):
         g = gx[gxi[i]] * gy[gyi[i]]
         ag = a * g
-        f = ag + b + bx * (px[i] - cx) + by * (py[i] - cy)
+        f = ag + b
         r = data[i] - f
         if mode != JAC_ONLY:
             chi_in += wts_in[i] * r * r
@@ -150,7 +151,7 @@ def _eval_xyab(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
 def evaluate(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain, read_var,
               weighted, mode, wts_in, wts_out, acc, jtr, free_idx, gx, gy, jac, jf, kind):
     """:func:`_eval`, or its specialisation for ``kind`` 1 (x, y, A, B free) and 2 (A, B)."""
-    if kind == 0:
+    if kind == 0 or p[6] != 0.0 or p[7] != 0.0:
         return _eval(p, px, py, gxi, gyi, cx, cy, data, others, fixed_var, npix, gain,
                      read_var, weighted, mode, wts_in, wts_out, acc, jtr, free_idx, gx, gy,
                      jac, jf)

@@ -33,7 +33,6 @@ from scipy.spatial import cKDTree
 
 from pvq_dask.kernels._fit import (
     N_PARAM,
-    PARALLEL_MIN_US,
     STATUS,
     render_model,
     window_offsets,
@@ -58,7 +57,6 @@ _MIN_PIXEL_FRAC = 0.5         # windows cut by the frame edge keep at least this
 _NOISE_FLOOR = 1e-6           # noise variance below this fraction of the image's: noise-free
 _GLS_ITER = 4                 # Gauss-Newton iterations (measured: more do not help noisy data)
 _GLS_ITER_NOISE_FREE = 20
-_WINDOW_FIT_US = 10           # rough serial cost of one window fit, microseconds
 _TEXTURE_SUPPORT_PX = 32      # crop margin for the texture's Wiener filter (its reflect pad)
 _MIN_CROP_PX = 256
 _FREE = {"constant": (1, 1, 1, 1, 1, 1, 0, 0), "plane": (1, 1, 1, 1, 1, 1, 1, 1),
@@ -120,8 +118,7 @@ class _Frame:
                     self.offsets[0], self.offsets[1], self.free, float(self.noise.gain),
                     float(self.noise.read_var), self.weighted, float(self.tol),
                     int(self.max_iter), self.min_pixels, out["cov"], out["chi2"], out["npix"],
-                    out["niter"], out["status"], out["resid"],
-                    parallel=n * _WINDOW_FIT_US >= PARALLEL_MIN_US)
+                    out["niter"], out["status"], out["resid"])
         out["dof"] = np.maximum(out["npix"] - self.free.sum(), 1)
         return out
 
