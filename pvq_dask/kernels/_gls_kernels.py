@@ -23,6 +23,8 @@ __all__ = ["core_residual", "gls_newton", "invert_variance", "subtract_columns",
            "texture_inputs", "texture_model", "white_variance"]
 
 _CHUNK = 128  # columns per work item of run_chunks (~0.5 ms of Gauss-Newton steps)
+_BAND = 16            # rows drawn together by subtract_columns
+_BANDS_PER_CHUNK = 8  # bands per work item of run_chunks
 
 
 def gls_newton(resid, level, texture, vinv, params, active, radius, fisher, levels,
@@ -210,14 +212,26 @@ def _core_column(k, image, resid, level, texture, var_img, gain, read_var, param
     return _residual_frac(ex2, vsum, cnt, a) if cnt else np.nan
 
 
-@njit(cache=True)
 def subtract_columns(image, params, active, n_sigma, out):
     """``out = image - sum of the active columns' Gaussians`` (NaN where the image is not
     finite); returns the sum and count of its finite pixels.
 
     Drawn band by band of rows like :func:`pvq_dask.kernels._fit.render_model` (same reach),
-    each band summed while in cache."""
-    h, w = image.shape
+    each band summed while in cache; chunks of bands on several threads
+    (:func:`pvq_dask.kernels._chunks.run_chunks`), the sums added in band order."""
+    reach, cyk, order, rmax = _band_index(params, active, float(n_sigma))
+    n_band = -(-image.shape[0] // _BAND)
+    sums = np.zeros(n_band)
+    counts = np.zeros(n_band, np.int64)
+    run_chunks(_subtract_bands, n_band, _BANDS_PER_CHUNK, image, params, active, reach, cyk,
+               order, cyk[order], rmax, out, sums, counts)
+    return float(sums.sum()), int(counts.sum())
+
+
+@njit(cache=True)
+def _band_index(params, active, n_sigma):
+    """Reach (px) and centre row of every active column, the columns sorted by row, and
+    the largest reach."""
     n = params.shape[0]
     reach = np.zeros(n, np.int64)
     cyk = np.zeros(n, np.int64)
@@ -227,12 +241,18 @@ def subtract_columns(image, params, active, n_sigma, out):
             reach[k] = int(np.ceil(n_sigma * max(params[k, 2], params[k, 3])))
             cyk[k] = int(np.floor(params[k, 1] + 0.5))
             rmax = max(rmax, reach[k])
-    order = np.argsort(cyk)
-    ys = cyk[order]
-    band = 16
-    total, count = 0.0, 0
-    for y0 in range(0, h, band):
-        y1 = min(y0 + band, h)
+    return reach, cyk, np.argsort(cyk), rmax
+
+
+@njit(cache=True, nogil=True)
+def _subtract_bands(b0, b1, image, params, active, reach, cyk, order, ys, rmax, out, sums,
+                    counts):
+    """Bands ``b0`` to ``b1`` of :func:`subtract_columns`."""
+    h, w = image.shape
+    gx = np.empty(2 * rmax + 1)
+    for bi in range(b0, b1):
+        y0 = bi * _BAND
+        y1 = min(y0 + _BAND, h)
         for yy in range(y0, y1):
             for xx in range(w):
                 out[yy, xx] = image[yy, xx]
@@ -247,7 +267,6 @@ def subtract_columns(image, params, active, n_sigma, out):
             rr = reach[k]
             cx, cy = int(np.floor(x + 0.5)), cyk[k]
             xa, xb = max(cx - rr, 0), min(cx + rr + 1, w)
-            gx = np.empty(max(xb - xa, 0))
             for xx in range(xa, xb):
                 ex = (xx - x) / sx
                 gx[xx - xa] = a * np.exp(-0.5 * ex * ex)
@@ -256,13 +275,15 @@ def subtract_columns(image, params, active, n_sigma, out):
                 gyv = np.exp(-0.5 * ey * ey)
                 for xx in range(xa, xb):
                     out[yy, xx] -= gyv * gx[xx - xa]
+        total, count = 0.0, 0
         for yy in range(y0, y1):
             for xx in range(w):
                 v = out[yy, xx]
                 if np.isfinite(v):
                     total += v
                     count += 1
-    return total, count
+        sums[bi] = total
+        counts[bi] = count
 
 
 @njit(cache=True)
