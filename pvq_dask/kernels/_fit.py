@@ -10,7 +10,7 @@ background).
 import numpy as np
 from numba import njit
 
-__all__ = ["N_PARAM", "STATUS", "render_model", "window_offsets"]
+__all__ = ["N_PARAM", "STATUS", "crop_box", "fast_len", "render_model", "window_offsets"]
 
 N_PARAM = 8
 #: Status codes of :func:`pvq_dask.kernels._lm.fit_windows`.
@@ -162,3 +162,36 @@ def _invert_spd_into(a, n, out, low):
                 s -= low[k, i] * out[k, j]
             out[i, j] = s / low[i, i]
     return True
+
+
+def crop_box(shape, xy, margin_px, min_px):
+    """Rows and columns (start, stop) of the box around the points ``xy`` (n, 2) plus
+    ``margin_px``, at least ``min_px`` a side and grown to a fast FFT length
+    (:func:`fast_len`), both where the frame of ``shape`` allows; the whole frame if the
+    points are outside it."""
+    box = []
+    for axis, n in ((1, shape[0]), (0, shape[1])):
+        lo = max(int(np.floor(xy[:, axis].min())) - margin_px, 0)
+        hi = min(int(np.ceil(xy[:, axis].max())) + margin_px + 1, n)
+        if hi <= lo:
+            return (0, shape[0]), (0, shape[1])
+        size = min(fast_len(max(hi - lo, min_px)), n)
+        lo = min(max(lo - (size - (hi - lo)) // 2, 0), n - size)
+        box.append((lo, lo + size))
+    return tuple(box)
+
+
+def fast_len(n):
+    """Smallest 2^a 3^b 5^c >= n."""
+    best = 2 * n
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best

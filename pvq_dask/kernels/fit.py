@@ -34,6 +34,7 @@ from scipy.spatial import cKDTree
 from pvq_dask.kernels._fit import (
     N_PARAM,
     STATUS,
+    crop_box,
     render_model,
     window_offsets,
 )
@@ -57,7 +58,9 @@ _MIN_PIXEL_FRAC = 0.5         # windows cut by the frame edge keep at least this
 _NOISE_FLOOR = 1e-6           # noise variance below this fraction of the image's: noise-free
 _GLS_ITER = 4                 # Gauss-Newton iterations (measured: more do not help noisy data)
 _GLS_ITER_NOISE_FREE = 20
-_TEXTURE_SUPPORT_PX = 32      # crop margin for the texture's Wiener filter (its reflect pad)
+# Crop margin: two window radii (room to move) and the Wiener filter's support (its reflect
+# pad); the crop is at least _MIN_CROP_PX a side (the texture spectrum needs the area).
+_TEXTURE_SUPPORT_PX = 32
 _MIN_CROP_PX = 256
 _FREE = {"constant": (1, 1, 1, 1, 1, 1, 0, 0), "plane": (1, 1, 1, 1, 1, 1, 1, 1),
          "texture": (1, 1, 0, 0, 1, 1, 0, 0)}
@@ -316,7 +319,8 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
         raise ValueError(f"window_px must be >= 1.5 px, got {radius}")
     # Everything below sees only the columns' bounding box plus a margin (exact for the
     # window fits; the texture stages lose only far-away carbon). Shifted back at the end.
-    (y0, y1), (x0, x1) = _crop_box(image.shape, xy0, radius)
+    (y0, y1), (x0, x1) = crop_box(image.shape, xy0,
+                                  2 * int(np.ceil(radius)) + _TEXTURE_SUPPORT_PX, _MIN_CROP_PX)
     offset = np.array([x0, y0], dtype=np.float64)
     image = np.ascontiguousarray(image[y0:y1, x0:x1])
     if var_img.shape != (1, 1):
@@ -359,40 +363,6 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
     out["x_px"] += offset[0]
     out["y_px"] += offset[1]
     return out
-
-
-def _crop_box(shape, xy, radius):
-    """Rows and columns (start, stop) of the box holding every column's window, with room
-    to move (one more window radius) and the texture filter's support around it; at least
-    ``_MIN_CROP_PX`` a side where the frame allows (the texture spectrum needs the area),
-    grown to a fast FFT length (2^a 3^b 5^c) where the frame allows."""
-    margin = 2 * int(np.ceil(radius)) + _TEXTURE_SUPPORT_PX
-    box = []
-    for axis, n in ((1, shape[0]), (0, shape[1])):
-        lo = max(int(np.floor(xy[:, axis].min())) - margin, 0)
-        hi = min(int(np.ceil(xy[:, axis].max())) + margin + 1, n)
-        if hi <= lo:
-            return (0, shape[0]), (0, shape[1])
-        size = min(_fast_len(max(hi - lo, _MIN_CROP_PX)), n)
-        lo = min(max(lo - (size - (hi - lo)) // 2, 0), n - size)
-        box.append((lo, lo + size))
-    return tuple(box)
-
-
-def _fast_len(n):
-    """Smallest 2^a 3^b 5^c >= n."""
-    best = 2 * n
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            p = p35
-            while p < n:
-                p *= 2
-            best = min(best, p)
-            p35 *= 3
-        p5 *= 5
-    return best
 
 
 def _pack_windows(params, res, xy0):
