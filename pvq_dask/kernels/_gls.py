@@ -5,23 +5,24 @@ the columns' own spatial frequencies. Its power spectrum is estimated from the r
 minus all columns) and the generalised least-squares objective ``r^T (V + C)^-1 r`` (V: shot
 + read noise, C: texture covariance) is minimised by Gauss-Newton steps over all columns, the
 inverse covariance applied with FFTs and the per-column Hessian from the spectral factors of
-:class:`~pvq_dask.kernels.crlb.TextureSpectrum` (kernels in :mod:`pvq_dask.kernels._gls_kernels`).
+:class:`~pvq_dask.kernels.crlb.TextureSpectrum` (kernels in :mod:`pvq_dask.kernels._gls_kernels`
+and :mod:`pvq_dask.kernels._frame_passes`).
 """
 
 import warnings
 
 import numpy as np
 
-from pvq_dask.kernels._fit import N_PARAM, render_model
-from pvq_dask.kernels._gls_kernels import (
-    core_residual,
-    gls_newton,
+from pvq_dask.kernels._fit import N_PARAM
+from pvq_dask.kernels._frame_passes import (
     invert_variance,
+    render_columns,
     subtract_columns,
     texture_inputs,
     white_variance,
 )
-from pvq_dask.kernels._gls_kernels import texture_model as texture_model_into
+from pvq_dask.kernels._frame_passes import texture_model as texture_model_into
+from pvq_dask.kernels._gls_kernels import core_residual, gls_newton
 from pvq_dask.kernels.crlb import estimate_texture_spectrum
 
 __all__ = ["full_params", "gls_refine", "median_width", "rough_amplitude", "texture_model"]
@@ -127,7 +128,7 @@ def texture_model(image, rendered, active, sigma, xy, previous=None):
     core[:, :2] = xy
     core[:, 2:4] = sigma
     core[:, 4] = 1.0
-    weight = render_model(image.shape, core, np.ones(len(xy), np.bool_), 3.0)
+    weight = render_columns(image.shape, core, np.ones(len(xy), np.bool_), 3.0)
     num = texture_inputs(resid, level, weight, _CORE_DEPTH)
     texture_model_into(image, resid, level, spectrum.wiener(num), spectrum.wiener(weight), 0.05,
                        resid)

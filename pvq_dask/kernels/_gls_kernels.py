@@ -3,11 +3,7 @@
 ``gls_newton``: one block-diagonal Gauss-Newton step of every column on the generalised
 least-squares objective, from the residual, its texture estimate and per-column Fisher
 templates; ``core_residual``: the paper's residual test (excess over the noise in each column
-core). Frame-wide passes, each one sweep over the pixels instead of a chain of numpy
-temporaries: ``subtract_columns`` (image minus every column, and its mean),
-``white_variance`` (the pixel variance of the current model, rescaled to the residual's
-white level) and ``texture_inputs`` / ``texture_model`` (the normalised-convolution texture
-estimate of the window rounds).
+core). Frame-wide passes are in :mod:`pvq_dask.kernels._frame_passes`.
 
 Arrays named ``resid`` hold the image minus the rendered columns (not minus the mean level),
 NaN where the image is not finite; ``texture`` is the Wiener estimate of ``resid - level``.
@@ -19,12 +15,9 @@ from numba import njit
 from pvq_dask.kernels._chunks import run_chunks
 from pvq_dask.kernels._fit import _invert_spd_into, _residual_frac
 
-__all__ = ["core_residual", "gls_newton", "invert_variance", "subtract_columns",
-           "texture_inputs", "texture_model", "white_variance"]
+__all__ = ["core_residual", "gls_newton"]
 
 _CHUNK = 128  # columns per work item of run_chunks (~0.5 ms of Gauss-Newton steps)
-_BAND = 16            # rows drawn together by subtract_columns
-_BANDS_PER_CHUNK = 8  # bands per work item of run_chunks
 
 
 def gls_newton(resid, level, texture, vinv, params, active, radius, fisher, levels,
@@ -210,152 +203,3 @@ def _core_column(k, image, resid, level, texture, var_img, gain, read_var, param
                 vsum += v
                 cnt += 1
     return _residual_frac(ex2, vsum, cnt, a) if cnt else np.nan
-
-
-def subtract_columns(image, params, active, n_sigma, out):
-    """``out = image - sum of the active columns' Gaussians`` (NaN where the image is not
-    finite); returns the sum and count of its finite pixels.
-
-    Drawn band by band of rows like :func:`pvq_dask.kernels._fit.render_model` (same reach),
-    each band summed while in cache; chunks of bands on several threads
-    (:func:`pvq_dask.kernels._chunks.run_chunks`), the sums added in band order."""
-    reach, cyk, order, rmax = _band_index(params, active, float(n_sigma))
-    n_band = -(-image.shape[0] // _BAND)
-    sums = np.zeros(n_band)
-    counts = np.zeros(n_band, np.int64)
-    run_chunks(_subtract_bands, n_band, _BANDS_PER_CHUNK, image, params, active, reach, cyk,
-               order, cyk[order], rmax, out, sums, counts)
-    return float(sums.sum()), int(counts.sum())
-
-
-@njit(cache=True)
-def _band_index(params, active, n_sigma):
-    """Reach (px) and centre row of every active column, the columns sorted by row, and
-    the largest reach."""
-    n = params.shape[0]
-    reach = np.zeros(n, np.int64)
-    cyk = np.zeros(n, np.int64)
-    rmax = 0
-    for k in range(n):
-        if active[k]:
-            reach[k] = int(np.ceil(n_sigma * max(params[k, 2], params[k, 3])))
-            cyk[k] = int(np.floor(params[k, 1] + 0.5))
-            rmax = max(rmax, reach[k])
-    return reach, cyk, np.argsort(cyk), rmax
-
-
-@njit(cache=True, nogil=True)
-def _subtract_bands(b0, b1, image, params, active, reach, cyk, order, ys, rmax, out, sums,
-                    counts):
-    """Bands ``b0`` to ``b1`` of :func:`subtract_columns`."""
-    h, w = image.shape
-    gx = np.empty(2 * rmax + 1)
-    for bi in range(b0, b1):
-        y0 = bi * _BAND
-        y1 = min(y0 + _BAND, h)
-        for yy in range(y0, y1):
-            for xx in range(w):
-                out[yy, xx] = image[yy, xx]
-        lo = np.searchsorted(ys, y0 - rmax)
-        hi = np.searchsorted(ys, y1 + rmax, side="right")
-        for t in range(lo, hi):
-            k = order[t]
-            if not active[k]:
-                continue
-            x, y, sx, sy, a = (params[k, 0], params[k, 1], params[k, 2], params[k, 3],
-                               params[k, 4])
-            rr = reach[k]
-            cx, cy = int(np.floor(x + 0.5)), cyk[k]
-            xa, xb = max(cx - rr, 0), min(cx + rr + 1, w)
-            for xx in range(xa, xb):
-                ex = (xx - x) / sx
-                gx[xx - xa] = a * np.exp(-0.5 * ex * ex)
-            for yy in range(max(cy - rr, y0), min(cy + rr + 1, y1)):
-                ey = (yy - y) / sy
-                gyv = np.exp(-0.5 * ey * ey)
-                for xx in range(xa, xb):
-                    out[yy, xx] -= gyv * gx[xx - xa]
-        total, count = 0.0, 0
-        for yy in range(y0, y1):
-            for xx in range(w):
-                v = out[yy, xx]
-                if np.isfinite(v):
-                    total += v
-                    count += 1
-        sums[bi] = total
-        counts[bi] = count
-
-
-@njit(cache=True)
-def white_variance(image, resid, back_level, back_texture, var_img, gain, read_var, out):
-    """Pixel variance of the model ``image - resid + back_level + back_texture`` (columns
-    plus the background; ``back_texture`` of shape (1, 1) reads as 0) from the noise model,
-    or ``var_img`` where it has the image's shape; written to ``out``, NaN where ``resid``
-    is. Returns its mean over the finite pixels."""
-    h, w = image.shape
-    use_img = var_img.shape[0] == h and var_img.shape[1] == w
-    use_tex = back_texture.shape[0] == h and back_texture.shape[1] == w
-    total, count = 0.0, 0
-    for yy in range(h):
-        for xx in range(w):
-            r = resid[yy, xx]
-            if not np.isfinite(r):
-                out[yy, xx] = np.nan
-                continue
-            if use_img:
-                v = var_img[yy, xx]
-            else:
-                e = image[yy, xx] - r + back_level
-                if use_tex:
-                    e += back_texture[yy, xx]
-                v = gain * max(e, 0.5 * gain) + read_var
-            out[yy, xx] = v
-            total += v
-            count += 1
-    return total / max(count, 1)
-
-
-@njit(cache=True)
-def invert_variance(var, scale, step):
-    """In place ``var -> 1 / max(var * scale, 1e-300)`` (NaN stays NaN); returns every
-    ``step``-th scaled variance in raster order (NaN where ``var`` is)."""
-    flat = var.ravel()
-    sample = np.empty((flat.shape[0] + step - 1) // step)
-    for i in range(flat.shape[0]):
-        v = flat[i] * scale
-        if i % step == 0:
-            sample[i // step] = v
-        flat[i] = 1.0 / max(v, 1e-300) if np.isfinite(v) else np.nan
-    return sample
-
-
-@njit(cache=True)
-def texture_inputs(resid, level, core, depth):
-    """The two inputs of the normalised-convolution texture estimate, in place: ``core``
-    (the rendered column cores) becomes the weight ``1 - clip(core / depth, 0, 1)`` (0 where
-    ``resid`` is NaN) and the returned array is ``(resid - level) * weight``."""
-    h, w = resid.shape
-    out = np.zeros((h, w))
-    for yy in range(h):
-        for xx in range(w):
-            r = resid[yy, xx]
-            if np.isfinite(r):
-                wt = 1.0 - min(max(core[yy, xx] / depth, 0.0), 1.0)
-                core[yy, xx] = wt
-                out[yy, xx] = (r - level) * wt
-            else:
-                core[yy, xx] = 0.0
-    return out
-
-
-@njit(cache=True)
-def texture_model(image, resid, level, num, den, floor, out):
-    """Columns plus background, in place of ``resid``'s pixels: ``image - resid + level +
-    num / max(den, floor)`` (the background is NaN-free: 0 texture where the image is not
-    finite, where the model is never read)."""
-    h, w = image.shape
-    for yy in range(h):
-        for xx in range(w):
-            r = resid[yy, xx]
-            smooth = num[yy, xx] / max(den[yy, xx], floor)
-            out[yy, xx] = (image[yy, xx] - r + level + smooth) if np.isfinite(r) else smooth

@@ -12,11 +12,14 @@ import functools
 import numpy as np
 from numba import njit
 
+from pvq_dask.kernels._chunks import run_chunks
+
 __all__ = ["radial_k", "ring_medians", "rings", "windowed"]
 
 _WHITE_FROM_K = 0.75 * np.pi  # the white plateau: columns of width >= 1 px carry no power
 _HINT_WIDTH = 0.2             # selections look within this relative distance of a hint first
 _SUBSAMPLE = 8                # without a hint, the bracket comes from every 8th value
+_ROWS_PER_CHUNK = 64          # rows per work item of run_chunks
 
 
 @functools.lru_cache(maxsize=8)
@@ -39,23 +42,42 @@ def rings(shape):
     return win, dk, nbin, which, starts, white, int(white.sum())
 
 
-@njit(cache=True)
 def windowed(r, mask, win, out):
     """``out = (r - mean) * win`` over the usable pixels (finite, and in ``mask`` unless it
     is (1, 1)), 0 elsewhere; returns the sum of win^2 and the mean of (r - mean)^2 over
-    them, and their count (the mean is over the usable pixels)."""
+    them, and their count (the mean is over the usable pixels). Chunks of rows on several
+    threads, sums reduced per row."""
+    h = r.shape[0]
+    sums = np.zeros((3, h))
+    counts = np.zeros(h, np.int64)
+    run_chunks(_sum_rows, h, _ROWS_PER_CHUNK, r, mask, sums, counts)
+    count = int(counts.sum())
+    mean = float(sums[0].sum()) / max(count, 1)
+    run_chunks(_taper_rows, h, _ROWS_PER_CHUNK, r, mask, win, mean, out, sums)
+    return float(sums[1].sum()), float(sums[2].sum()) / max(count, 1), count
+
+
+@njit(cache=True, nogil=True)
+def _sum_rows(r0, r1, r, mask, sums, counts):
     h, w = r.shape
     use_mask = mask.shape[0] == h and mask.shape[1] == w
-    total, count = 0.0, 0
-    for i in range(h):
+    for i in range(r0, r1):
+        total, count = 0.0, 0
         for j in range(w):
             v = r[i, j]
             if np.isfinite(v) and (not use_mask or mask[i, j]):
                 total += v
                 count += 1
-    mean = total / max(count, 1)
-    w2, sq = 0.0, 0.0
-    for i in range(h):
+        sums[0, i] = total
+        counts[i] = count
+
+
+@njit(cache=True, nogil=True)
+def _taper_rows(r0, r1, r, mask, win, mean, out, sums):
+    h, w = r.shape
+    use_mask = mask.shape[0] == h and mask.shape[1] == w
+    for i in range(r0, r1):
+        w2, sq = 0.0, 0.0
         for j in range(w):
             v = r[i, j]
             out[i, j] = 0.0
@@ -64,7 +86,8 @@ def windowed(r, mask, win, out):
                 out[i, j] = d * win[i, j]
                 w2 += win[i, j] * win[i, j]
                 sq += d * d
-    return w2, sq / max(count, 1), count
+        sums[1, i] = w2
+        sums[2, i] = sq
 
 
 @njit(cache=True)

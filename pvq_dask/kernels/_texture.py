@@ -16,12 +16,14 @@ import numpy as np
 from numba import njit
 from scipy import fft as sfft
 
+from pvq_dask.kernels._chunks import run_chunks
 from pvq_dask.kernels._periodogram import radial_k, ring_medians, rings, windowed
 
 __all__ = ["TextureSpectrum", "estimate_texture_spectrum"]
 
 _WHITE_FLOOR = 1e-4           # minimum white level, relative to the residual's variance
 _SPECTRUM_MAX_PX = 1024       # the texture is stationary: a central crop this size suffices
+_ROWS_PER_CHUNK = 64          # rows per work item of run_chunks
 _GAIN_CACHE = {}
 
 
@@ -140,16 +142,21 @@ def _fast_shape(h, w):
     return sfft.next_fast_len(h, real=True), sfft.next_fast_len(w, real=True)
 
 
-@njit(cache=True)
 def _wiener_gain(kr, dk, power, white):
     """float32 S(k) / (S(k) + white) at the radial frequencies ``kr``; S interpolated
     linearly between the bin centres (b + 1/2) dk, ``power[0]`` below the first, 0 beyond the
     last (as :meth:`TextureSpectrum.texture_at`)."""
     out = np.empty(kr.shape, np.float32)
+    run_chunks(_gain_rows, kr.shape[0], _ROWS_PER_CHUNK, kr, float(dk), power, float(white),
+               out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _gain_rows(r0, r1, kr, dk, power, white, out):
     nb = power.shape[0]
-    h, w = kr.shape
-    for i in range(h):
-        for j in range(w):
+    for i in range(r0, r1):
+        for j in range(kr.shape[1]):
             u = kr[i, j] / dk - 0.5
             if u <= 0.0:
                 s = power[0]
@@ -159,18 +166,23 @@ def _wiener_gain(kr, dk, power, white):
                 b = int(u)
                 s = power[b] + (power[b + 1] - power[b]) * (u - b)
             out[i, j] = s / (s + white)
-    return out
 
 
-@njit(cache=True)
 def _reflect_pad(image, p, offset, sh, sw):
     """float32 (sh, sw) buffer: ``image - offset`` (NaN -> 0) at [p:p+h, p:p+w], mirrored
     without repeating the edge into a margin of ``p`` (numpy's "reflect"), zeros beyond."""
-    h, w = image.shape
     out = np.empty((sh, sw), np.float32)
-    out[h + 2 * p:, :] = 0.0
-    out[:h + 2 * p, w + 2 * p:] = 0.0
-    for i in range(h + 2 * p):
+    run_chunks(_pad_rows, sh, _ROWS_PER_CHUNK, image, int(p), float(offset), out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _pad_rows(r0, r1, image, p, offset, out):
+    h, w = image.shape
+    for i in range(r0, r1):
+        if i >= h + 2 * p:
+            out[i, :] = 0.0
+            continue
         si = i - p
         if si < 0:
             si = -si
@@ -184,7 +196,7 @@ def _reflect_pad(image, p, offset, sh, sw):
                 sj = 2 * (w - 1) - sj
             v = image[si, sj] - offset
             out[i, j] = v if np.isfinite(v) else 0.0
-    return out
+        out[i, w + 2 * p:] = 0.0
 
 
 def estimate_texture_spectrum(residual, *, white_power=None, mask=None, previous=None,
