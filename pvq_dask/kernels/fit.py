@@ -25,6 +25,11 @@ Two stages, both over all columns at once:
    The covariance of every column is that GLS Hessian's inverse, so ``pos_err_px`` includes
    the texture's contribution and ``(fitted - true) / pos_err`` has unit spread
    (:mod:`pvq_dask.kernels._gls`).
+
+Both stages see only the columns' bounding box plus a margin (two window radii and the
+texture filter's support), not the whole frame. The per-column kernels and the frame-wide
+passes run in chunks on the calling thread and numba's other threads
+(:mod:`pvq_dask.kernels._chunks`); results do not depend on the thread count.
 """
 
 
@@ -236,7 +241,9 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
         ``"plane"``: classic independent window fits of all parameters with a local constant
         or planar background (the paper's method).
     noise : NoiseModel, optional
-        Pixel-variance model; estimated from ``image`` when omitted.
+        Pixel-variance model; estimated from ``image`` when omitted (pass the one detection
+        used, :func:`~pvq_dask.kernels.crlb.estimate_noise_model` of the same image, to
+        estimate it once).
     noise_std : ndarray (H, W), optional
         Per-pixel noise standard deviation (e.g. a denoiser's Monte-Carlo std); replaces
         the noise model in the weights and covariances.
