@@ -18,6 +18,7 @@ VAR_REL_TOL = 0.08             # predicted pixel variance vs truth (relative)
 TEXTURE_VAR_REL_TOL = 0.15     # texture variance integrated from the spectrum (relative)
 WHITE_REL_TOL = 0.05           # white level of the spectrum (relative)
 MC_RATIO_RANGE = (0.85, 1.15)  # Monte-Carlo RMSE of an efficient fit / CRLB
+SINGLE_REL_TOL = 1e-4          # single- vs double-precision periodogram, texture power
 SCALING_REL_TOL = 1e-9         # exact scaling laws of the bound
 
 
@@ -67,6 +68,39 @@ def test_texture_spectrum_integrates_to_the_texture_variance():
     # The Wiener estimate recovers the texture far better than the raw residual.
     back = ts.wiener(tex + np.sqrt(white) * rng.standard_normal(tex.shape))
     assert np.std(back - tex) < 0.5 * np.sqrt(white)
+
+
+def test_ring_medians_equal_numpy_medians_with_any_hint():
+    from scipy import fft as sfft
+
+    from pvq_dask.kernels._periodogram import ring_medians, rings
+
+    rng = np.random.default_rng(6)
+    for shape in ((96, 120), (160, 160)):
+        r = rng.poisson(30.0, shape).astype(float)           # integer data: many ties
+        win, _, nbin, which, starts, white, n_white = rings(shape)
+        spec = sfft.rfft2(r * win)
+        power = (spec.real**2 + spec.imag**2).ravel()
+        truth = [np.median(power[which.ravel() == b]) if (which == b).any() else 0.0
+                 for b in range(nbin)] + [np.median(power[white.ravel()])]
+        for hints in (np.zeros(0), np.multiply(truth, 1.05), np.multiply(truth, 0.3),
+                      np.full(nbin + 1, -1.0)):
+            got = ring_medians(spec, 1.0, which, starts, nbin, white, n_white, hints)
+            np.testing.assert_array_equal(got, truth)
+
+
+def test_texture_spectrum_seeded_and_single_precision():
+    rng = np.random.default_rng(7)
+    tex = ndi.gaussian_filter(rng.standard_normal((300, 280)), 5.0) * 30.0
+    first = estimate_texture_spectrum(tex + rng.standard_normal(tex.shape))
+    resid = tex + rng.standard_normal(tex.shape)
+    plain = estimate_texture_spectrum(resid)
+    seeded = estimate_texture_spectrum(resid, previous=first)
+    np.testing.assert_array_equal(seeded.texture_power, plain.texture_power)
+    assert seeded.white_power == plain.white_power
+    single = estimate_texture_spectrum(resid, single=True)
+    np.testing.assert_allclose(single.texture_power, plain.texture_power,
+                               rtol=SINGLE_REL_TOL, atol=SINGLE_REL_TOL * plain.white_power)
 
 
 def test_crlb_scaling_laws():

@@ -177,6 +177,52 @@ def test_rejection_rule_reinitialises_with_seeded_rng():
     assert np.all(np.isfinite(a["residual_frac"]))
 
 
+def test_fit_does_not_depend_on_the_thread_count():
+    import numba
+
+    xy = _grid(n=7, step=16.0, rng=11)
+    img = np.random.default_rng(11).poisson(_image(xy, np.full(len(xy), 25.0))).astype(float)
+    both = fit_columns(img, xy, rng=0)
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = fit_columns(img, xy, rng=0)
+    finally:
+        numba.set_num_threads(old)
+    for key in FIT_KEYS:
+        np.testing.assert_array_equal(one[key], both[key])
+
+
+def test_run_chunks_covers_every_item_and_raises():
+    from numba import njit
+
+    from pvq_dask.kernels._chunks import run_chunks
+
+    @njit(nogil=True)
+    def mark(start, stop, out):
+        for i in range(start, stop):
+            if i == 1234567:
+                raise ValueError("bad item")
+            out[i] += i
+
+    out = np.zeros(1001)
+    run_chunks(mark, len(out), 7, out)
+    np.testing.assert_array_equal(out, np.arange(1001))
+    with pytest.raises(ValueError, match="bad item"):
+        run_chunks(mark, 1234600, 100000, np.zeros(1234600))
+
+
+def test_crop_box_holds_the_columns_and_a_margin():
+    from pvq_dask.kernels._fit import crop_box, fast_len
+
+    assert [fast_len(n) for n in (1, 7, 11, 815, 1025)] == [1, 8, 12, 864, 1080]
+    xy = np.array([[100.0, 300.0], [700.0, 500.0]])
+    (y0, y1), (x0, x1) = crop_box((1024, 1024), xy, 48, 256)
+    assert x0 <= 100 - 48 and x1 >= 700 + 48 and y0 <= 300 - 48 and y1 >= 500 + 48
+    assert fast_len(x1 - x0) == x1 - x0 and fast_len(y1 - y0) == y1 - y0
+    assert crop_box((64, 64), xy, 48, 256) == ((0, 64), (0, 64))
+
+
 def test_atomap_backend_same_contract():
     pytest.importorskip("atomap")
     xy = _grid(n=3, rng=10)

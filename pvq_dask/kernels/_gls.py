@@ -5,18 +5,27 @@ the columns' own spatial frequencies. Its power spectrum is estimated from the r
 minus all columns) and the generalised least-squares objective ``r^T (V + C)^-1 r`` (V: shot
 + read noise, C: texture covariance) is minimised by Gauss-Newton steps over all columns, the
 inverse covariance applied with FFTs and the per-column Hessian from the spectral factors of
-:class:`~pvq_dask.kernels.crlb.TextureSpectrum` (kernels in :mod:`pvq_dask.kernels._gls_kernels`).
+:class:`~pvq_dask.kernels.crlb.TextureSpectrum` (kernels in :mod:`pvq_dask.kernels._gls_kernels`
+and :mod:`pvq_dask.kernels._frame_passes`).
 """
 
 import warnings
 
 import numpy as np
 
-from pvq_dask.kernels._fit import N_PARAM, render_model
+from pvq_dask.kernels._fit import N_PARAM
+from pvq_dask.kernels._frame_passes import (
+    invert_variance,
+    render_columns,
+    subtract_columns,
+    texture_inputs,
+    white_variance,
+)
+from pvq_dask.kernels._frame_passes import texture_model as texture_model_into
 from pvq_dask.kernels._gls_kernels import core_residual, gls_newton
 from pvq_dask.kernels.crlb import estimate_texture_spectrum
 
-__all__ = ["full_params", "gls_refine", "median_width", "rough_amplitude", "texture_estimate"]
+__all__ = ["full_params", "gls_refine", "median_width", "rough_amplitude", "texture_model"]
 
 RENDER_N_SIGMA = 4.0
 MAX_SIGMA_RATIO = 2.0         # widths beyond this factor of the frame median are not columns
@@ -44,53 +53,50 @@ def full_params(p5):
     return full
 
 
-def gls_refine(fr, params, active, n_iter, frozen=None):
+def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
     """Gauss-Newton on the texture-aware GLS objective (see the module docstring).
 
     ``frozen`` columns are part of the model (so their signal is not taken for texture)
-    but are not refined."""
+    but are not refined. ``previous`` (a texture spectrum of the same frame, e.g. from
+    :func:`texture_model`) only speeds up the first spectrum estimate. Returns the
+    parameters (n, 5), the inverse GLS Hessians (n, 5, 5), the still-active columns, the
+    background (level + texture) at each column's pixel, the core residual fractions, the
+    number of steps taken and the last texture spectrum."""
     frozen = np.zeros(len(params), bool) if frozen is None else frozen & ~active
     image = fr.image
-    finite = np.isfinite(image)
-    filled = np.where(finite, image, np.nanmean(image) if finite.any() else 0.0)
+    gain, read_var = float(fr.noise.gain), float(fr.noise.read_var)
     p = params[:, :5].copy()
     active = active.copy()
     sig_med = median_width(p, active, 1.0)
     hinv = np.full((len(p), 5, 5), np.nan)
-    spectrum, back, templates, n_done = None, None, None, 0
-    all_finite = bool(finite.all())
-    for it in range(n_iter + 1):
-        cols = render_model(image.shape, full_params(p), active | frozen, RENDER_N_SIGMA)
-        resid = filled - cols
-        level = resid.mean() if all_finite else resid[finite].mean()
-        resid -= level
-        if not all_finite:
-            resid[~finite] = 0.0
-        if back is None or it in _GLS_SPECTRUM_AT:
+    resid = np.empty(image.shape)
+    vinv = np.empty(image.shape)     # white variance of the model, then its inverse
+    no_texture = np.zeros((1, 1), np.float32)
+    spectrum, texture, templates, back_level, n_done = None, None, None, None, 0
+    for it in range(n_iter):
+        total, count = subtract_columns(image, full_params(p), active | frozen, RENDER_N_SIGMA,
+                                        resid)
+        level = total / max(count, 1)
+        if spectrum is None or it in _GLS_SPECTRUM_AT:
             # Weights from the model (columns + background), never from the noisy pixels.
-            if back is None:
-                back = level
-            var = fr.pixel_variance(cols + back)
-            spectrum = estimate_texture_spectrum(resid, mask=finite)
+            mean_var = white_variance(image, resid, level if back_level is None else back_level,
+                                      no_texture if texture is None else texture,
+                                      fr.var_img, gain, read_var, vinv)
+            hint = previous if spectrum is None else spectrum
+            spectrum = estimate_texture_spectrum(resid, previous=hint, single=True)
             # One white level for filter, weights and templates: the noise model's shape,
             # the residual's own high-frequency level.
-            mean_var = float(np.mean(var if all_finite else var[finite]))
-            var = var * (spectrum.white_power / max(mean_var, 1e-300))
-            vinv = np.where(finite, 1.0 / np.maximum(var, 1e-300), 0.0)
-        texture = spectrum.wiener(resid)
-        back = level + texture
-        if it == n_iter:
-            break
-        z = resid - texture
-        z *= vinv
-        step = np.zeros((len(p), 5))
-        if templates is None or it in _GLS_SPECTRUM_AT:
-            sample = var[finite][::_SAMPLE_STEP]
+            sample = invert_variance(vinv, spectrum.white_power / max(mean_var, 1e-300),
+                                     _SAMPLE_STEP)
+            sample = sample[np.isfinite(sample)]
             levels = np.geomspace(*np.quantile(sample, [0.01, 0.999]) + [0, 1e-9],
                                   _N_TEMPLATES)
             templates = spectrum.column_fisher_levels(sig_med, levels)
-        gls_newton(z, vinv, p, active, fr.radius, templates, levels, sig_med,
-                   _SIGMA_PRIOR_FRAC * sig_med, step, hinv)
+        texture = spectrum.wiener(resid, offset=level)
+        back_level = level
+        step = np.zeros((len(p), 5))
+        gls_newton(resid, level, texture, vinv, p, active, fr.radius, templates, levels,
+                   sig_med, _SIGMA_PRIOR_FRAC * sig_med, step, hinv)
         step[:, :2] = np.clip(step[:, :2], -_GLS_MAX_STEP_PX, _GLS_MAX_STEP_PX)
         step[:, 2:4] = np.clip(step[:, 2:4], -0.2 * p[:, 2:4], 0.2 * p[:, 2:4])
         step[:, 4] = np.maximum(step[:, 4], -0.5 * p[:, 4])
@@ -101,36 +107,32 @@ def gls_refine(fr, params, active, n_iter, frozen=None):
                    & (width < MAX_SIGMA_RATIO * sig_med) & (width > sig_med / MAX_SIGMA_RATIO))
         if np.abs(step[active, :2]).max(initial=0.0) < _GLS_TOL_PX:
             break
-    back = level + texture
-    total = cols + back
-    frac = core_residual(image, total, fr.pixel_variance(total), full_params(p), active)
+    frac = core_residual(image, resid, level, texture, fr.var_img, gain, read_var,
+                         full_params(p), active)
+    h, w = image.shape
+    ij = np.clip(np.rint(p[:, :2]).astype(np.int64), 0, np.array([w - 1, h - 1]))
+    back = level + texture[ij[:, 1], ij[:, 0]].astype(np.float64)
     return p, hinv, active, back, frac, n_done, spectrum
 
 
-def texture_estimate(image, cols, sigma, xy):
-    """Background (level + Wiener texture) under the given column model, interpolated into
-    the column cores from around them (normalised convolution): a misplaced column's
-    misfit sits in its core and must not be taken for background."""
-    finite = np.isfinite(image)
-    filled = np.where(finite, image, np.nanmean(image))
-    resid = _minus_mean(filled - cols, finite)
-    spectrum = estimate_texture_spectrum(resid, mask=finite)
+def texture_model(image, rendered, active, sigma, xy, previous=None):
+    """Columns plus background (level + Wiener texture) under the column model ``rendered``
+    (rows of active columns), the texture interpolated into the column cores from around
+    them (normalised convolution): a misplaced column's misfit sits in its core and must
+    not be taken for background. Returns the model and the texture spectrum."""
+    resid = np.empty(image.shape)
+    total, count = subtract_columns(image, rendered, active, RENDER_N_SIGMA, resid)
+    level = total / max(count, 1)
+    spectrum = estimate_texture_spectrum(resid, previous=previous, single=True)
     core = np.zeros((len(xy), N_PARAM))
     core[:, :2] = xy
     core[:, 2:4] = sigma
     core[:, 4] = 1.0
-    weight = np.where(finite, 1.0 - np.clip(
-        render_model(image.shape, core, np.ones(len(xy), np.bool_), 3.0) / _CORE_DEPTH, 0, 1),
-        0.0)
-    smooth = spectrum.wiener(resid * weight) / np.maximum(spectrum.wiener(weight), 0.05)
-    return filled - cols - resid + smooth
-
-
-def _minus_mean(resid, finite):
-    """Residual minus its mean over finite pixels; 0 at non-finite pixels. The smooth
-    background (level and texture alike) is then the Wiener-filtered residual."""
-    mean = resid[finite].mean() if finite.any() else 0.0
-    return np.where(finite, resid - mean, 0.0)
+    weight = render_columns(image.shape, core, np.ones(len(xy), np.bool_), 3.0)
+    num = texture_inputs(resid, level, weight, _CORE_DEPTH)
+    texture_model_into(image, resid, level, spectrum.wiener(num), spectrum.wiener(weight), 0.05,
+                       resid)
+    return resid, spectrum
 
 
 def rough_amplitude(image, xy, sigma):

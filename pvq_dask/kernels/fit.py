@@ -25,16 +25,28 @@ Two stages, both over all columns at once:
    The covariance of every column is that GLS Hessian's inverse, so ``pos_err_px`` includes
    the texture's contribution and ``(fitted - true) / pos_err`` has unit spread
    (:mod:`pvq_dask.kernels._gls`).
+
+Both stages see only the columns' bounding box plus a margin (two window radii and the
+texture filter's support), not the whole frame. The per-column kernels and the frame-wide
+passes run in chunks on the calling thread and numba's other threads
+(:mod:`pvq_dask.kernels._chunks`); results do not depend on the thread count.
 """
 
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pvq_dask.kernels._fit import N_PARAM, STATUS, fit_windows, render_model, window_offsets
+from pvq_dask.kernels._fit import (
+    N_PARAM,
+    STATUS,
+    crop_box,
+    render_model,
+    window_offsets,
+)
 from pvq_dask.kernels._gls import MAX_SIGMA_RATIO as _MAX_SIGMA_RATIO
 from pvq_dask.kernels._gls import RENDER_N_SIGMA as _RENDER_N_SIGMA
-from pvq_dask.kernels._gls import gls_refine, median_width, rough_amplitude, texture_estimate
+from pvq_dask.kernels._gls import gls_refine, median_width, rough_amplitude, texture_model
+from pvq_dask.kernels._lm import finite_stats, fit_windows
 from pvq_dask.kernels.crlb import NoiseModel, estimate_noise_model
 
 __all__ = ["fit_columns", "FIT_KEYS"]
@@ -51,6 +63,10 @@ _MIN_PIXEL_FRAC = 0.5         # windows cut by the frame edge keep at least this
 _NOISE_FLOOR = 1e-6           # noise variance below this fraction of the image's: noise-free
 _GLS_ITER = 4                 # Gauss-Newton iterations (measured: more do not help noisy data)
 _GLS_ITER_NOISE_FREE = 20
+# Crop margin: two window radii (room to move) and the Wiener filter's support (its reflect
+# pad); the crop is at least _MIN_CROP_PX a side (the texture spectrum needs the area).
+_TEXTURE_SUPPORT_PX = 32
+_MIN_CROP_PX = 256
 _FREE = {"constant": (1, 1, 1, 1, 1, 1, 0, 0), "plane": (1, 1, 1, 1, 1, 1, 1, 1),
          "texture": (1, 1, 0, 0, 1, 1, 0, 0)}
 _AMPLITUDE_ONLY = np.array((0, 0, 0, 0, 1, 1, 0, 0), dtype=np.bool_)
@@ -99,6 +115,7 @@ class _Frame:
         self.min_pixels = int(_MIN_PIXEL_FRAC * len(self.offsets[0]))
         self.free = np.asarray(free, dtype=np.bool_)
         self.weighted, self.tol, self.max_iter = weighted, tol, max_iter
+        self.spectrum = None   # the latest texture spectrum (seeds the next estimate)
 
     def run(self, model, params, rendered, centre):
         n = len(params)
@@ -112,11 +129,6 @@ class _Frame:
                     out["niter"], out["status"], out["resid"])
         out["dof"] = np.maximum(out["npix"] - self.free.sum(), 1)
         return out
-
-    def pixel_variance(self, expected):
-        if self.var_img.shape == self.image.shape:
-            return self.var_img
-        return self.noise.variance(expected)
 
 
 def _sane(params, res, sigma_ref):
@@ -154,10 +166,12 @@ def _window_rounds(fr, xy0, sigma0, n_rounds, texture=False):
         if r:
             active = _sane(params, res, median_width(params, res["status"] == 0, sigma0))
             rendered = np.where(active[:, None], params, 0.0)
-            model = render_model(fr.image.shape, rendered, active, _RENDER_N_SIGMA)
             if texture:
-                model = model + texture_estimate(fr.image, model, sigma0, params[:, :2])
+                model, fr.spectrum = texture_model(fr.image, rendered, active, sigma0,
+                                                   params[:, :2], fr.spectrum)
                 params[active, 4:6] = np.nan  # restart amplitude/background on new data
+            else:
+                model = render_model(fr.image.shape, rendered, active, _RENDER_N_SIGMA)
             near = active & np.all(np.abs(params[:, :2] - centre) < 0.5 * fr.radius, axis=1)
             centre[near] = np.rint(params[near, :2]).astype(np.int64)
             params[~active] = _start(xy0[~active], sigma0)
@@ -227,7 +241,9 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
         ``"plane"``: classic independent window fits of all parameters with a local constant
         or planar background (the paper's method).
     noise : NoiseModel, optional
-        Pixel-variance model; estimated from ``image`` when omitted.
+        Pixel-variance model; estimated from ``image`` when omitted (pass the one detection
+        used, :func:`~pvq_dask.kernels.crlb.estimate_noise_model` of the same image, to
+        estimate it once).
     noise_std : ndarray (H, W), optional
         Per-pixel noise standard deviation (e.g. a denoiser's Monte-Carlo std); replaces
         the noise model in the weights and covariances.
@@ -286,8 +302,8 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
     if n_rounds < (0 if background == "texture" else 1):
         raise ValueError(f"n_rounds must be >= 1 (>= 0 with texture), got {n_rounds}")
     n = len(xy0)
-    finite_vals = image[np.isfinite(image)]
-    if n == 0 or finite_vals.size == 0 or np.ptp(finite_vals) == 0:
+    n_finite, lo, hi, mean, var = finite_stats(image)
+    if n == 0 or n_finite == 0 or hi == lo:
         out = _empty_result(n)  # nothing to fit (no pixels, or a constant image)
         out["x_px"], out["y_px"] = xy0[:, 0].copy(), xy0[:, 1].copy()
         return out
@@ -297,8 +313,8 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
             noise = estimate_noise_model(image)
         except ValueError:
             noise = NoiseModel(gain=0.0, read_var=1.0)
-    floor = _NOISE_FLOOR * float(np.var(finite_vals)) if finite_vals.size else 0.0
-    noise_free = noise.gain * max(float(np.mean(finite_vals)), 0.0) + noise.read_var <= floor
+    floor = _NOISE_FLOOR * var
+    noise_free = noise.gain * max(mean, 0.0) + noise.read_var <= floor
     if noise_free:  # plain least squares with a tiny uniform variance
         noise = NoiseModel(gain=0.0, read_var=max(floor, 1e-300))
     if n_gls_iter is None:
@@ -308,6 +324,15 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
     radius = float(window_px) if window_px is not None else _WINDOW_N_SIGMA * sigma0
     if radius < 1.5:
         raise ValueError(f"window_px must be >= 1.5 px, got {radius}")
+    # Everything below sees only the columns' bounding box plus a margin (exact for the
+    # window fits; the texture stages lose only far-away carbon). Shifted back at the end.
+    (y0, y1), (x0, x1) = crop_box(image.shape, xy0,
+                                  2 * int(np.ceil(radius)) + _TEXTURE_SUPPORT_PX, _MIN_CROP_PX)
+    offset = np.array([x0, y0], dtype=np.float64)
+    image = np.ascontiguousarray(image[y0:y1, x0:x1])
+    if var_img.shape != (1, 1):
+        var_img = np.ascontiguousarray(var_img[y0:y1, x0:x1])
+    xy0 = xy0 - offset
     fr = _Frame(image, noise, var_img, radius, _FREE[background], weighted, tol, max_iter)
     params, res, centre, model, rendered = _window_rounds(fr, xy0, sigma0, n_rounds,
                                                           background == "texture")
@@ -322,14 +347,13 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
         params[frozen, 2:4] = sigma_ref
         params[frozen, 4] = rough_amplitude(image, xy0[frozen], sigma_ref)
         p, hinv, active, back, frac, _, _ = gls_refine(fr, params, usable, n_gls_iter,
-                                                        frozen)
+                                                        frozen, fr.spectrum)
         for key, col in (("x_px", 0), ("y_px", 1), ("sigma_x_px", 2), ("sigma_y_px", 3),
                          ("amplitude", 4)):
             out[key][active] = p[active, col]
         out["cov"][active] = hinv[active, :2, :2]
         out["residual_frac"][active] = frac[active]
-        ij = np.clip(np.rint(p[:, :2]).astype(np.int64), 0, np.array(image.shape[::-1]) - 1)
-        out["background"][active] = back[ij[active, 1], ij[active, 0]]
+        out["background"][active] = back[active]
         usable = active
     out["x_err_px"] = np.sqrt(out["cov"][:, 0, 0])
     out["y_err_px"] = np.sqrt(out["cov"][:, 1, 1])
@@ -343,8 +367,9 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
         out["fit_ok"] = (usable & np.isfinite(out["pos_err_px"]) & (moved < 0.6 * radius)
                          & (out["residual_frac"] <= reject_residual_frac)
                          & (width < ratio * ref) & (width > ref / ratio))
+    out["x_px"] += offset[0]
+    out["y_px"] += offset[1]
     return out
-
 
 
 def _pack_windows(params, res, xy0):
@@ -364,3 +389,4 @@ def _pack_windows(params, res, xy0):
     out["x_px"][unusable] = xy0[unusable, 0]
     out["y_px"][unusable] = xy0[unusable, 1]
     return out
+

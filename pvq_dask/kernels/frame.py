@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 
 from pvq_dask.kernels.classify import classify_columns
 from pvq_dask.kernels.config import AnalysisConfig
-from pvq_dask.kernels.crlb import NoiseModel
+from pvq_dask.kernels.crlb import NoiseModel, estimate_noise_model
 from pvq_dask.kernels.fit import fit_columns
 from pvq_dask.kernels.lattice import estimate_basis, merge_duplicates
 from pvq_dask.kernels.metrics import cell_metrics, octahedra_metrics
@@ -145,7 +145,12 @@ def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
     t, mem = {}, {}
     with _stage("detect", t, mem):
         support = None if raw is None else particle_support(raw)
-        xy0 = find_columns(image, min_distance_px=cfg.min_distance_px, mask=support)
+        try:  # estimated once, for detection and fit alike
+            noise = estimate_noise_model(image)
+        except ValueError:
+            noise = None
+        xy0 = find_columns(image, min_distance_px=cfg.min_distance_px, mask=support,
+                           noise=noise)
         if len(xy0):
             xy0 = refine_com(image, xy0, radius_px=cfg.com_radius_px)
     empty = FrameResult(atoms=empty_table(ATOM_COLUMNS), octahedra=empty_table(OCTAHEDRA_COLUMNS),
@@ -154,7 +159,6 @@ def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
         empty.message = "no atom columns found"
         return empty
     with _stage("fit", t, mem):
-        noise = None
         if image_std is not None:
             # A denoised frame has no shot noise left; its pixel uncertainty is the
             # denoiser's Monte-Carlo std. Pixels are treated as independent with that
