@@ -33,6 +33,10 @@ _STRONG_SNR = 5.0             # columns removed before the second texture-spectr
 _CANDIDATE_SNR = 1.0          # weakest maximum a lattice site may take
 _SMOOTH_FRAC = 0.75           # difference of Gaussians (in column widths) whose maxima we take
 _SURROUND_FRAC = 3.0
+# Band-pass level at diagonal sites, as a fraction of the on-column level above the empty
+# one, beyond which the strong maxima's lattice is taken to be diagonal (measured: <= 0.05
+# for right bases, 0.76 for the Pb + Cs lattice of 4 nm dots at 50 e/A^2).
+_DIAGONAL_FRAC = 0.4
 
 
 def _filled(image):
@@ -185,6 +189,39 @@ def estimate_column_sigma(image, *, noise=None):
     return float(np.clip(np.median(width[top]), 0.5, 20.0))
 
 
+def _lattice_steps(xy, dog):
+    """The two nearest-site steps (half the pseudo-cubic basis) of the strong maxima ``xy``.
+
+    :func:`~pvq_dask.kernels.lattice.estimate_basis` takes the lattice from the nearest
+    neighbours. When the weakest columns all stay below the seed threshold (the halides of
+    a small low-dose dot) the strong maxima are Pb and Cs, whose nearest neighbours are
+    diagonal: the basis then comes out 45 deg off and sqrt(2) too long. The band-pass map
+    ``dog`` decides: sampled one diagonal step from every strong maximum it shows the
+    missing columns if the basis is diagonal, and the empty centre between four columns if
+    it is right. Its level half a step away (always between columns) is the empty
+    reference, its level one step away (always on columns) the full one.
+    """
+    u, v = estimate_basis(xy)
+    diag = (0.25 * (u + v), 0.25 * (v - u))
+
+    def level(steps):
+        sites = np.concatenate([xy + sign * s for s in steps for sign in (1, -1)])
+        ij = _pixel(sites, dog.shape)
+        vals = dog[ij[:, 1], ij[:, 0]]
+        vals = vals[np.isfinite(vals)]
+        return float(np.median(vals)) if len(vals) else np.nan
+
+    empty, full = level((0.25 * u, 0.25 * v)), level((0.5 * u, 0.5 * v))
+    frac = (level(diag) - empty) / (full - empty) if full > empty else -np.inf
+    if not frac > _DIAGONAL_FRAC:
+        return 0.5 * u, 0.5 * v
+    # estimate_basis's convention: the first step closest to the image x axis, the second
+    # turned +90 deg from it.
+    a = diag[0] if abs(diag[0][0]) >= abs(diag[0][1]) else diag[1]
+    a = a if a[0] >= 0 else -a
+    return a, np.array([-a[1], a[0]])
+
+
 def _pixel(xy, shape):
     """Nearest pixel (x, y) of sub-pixel positions, clipped to the frame."""
     return np.clip(np.rint(xy).astype(np.int64), 0, [shape[1] - 1, shape[0] - 1])
@@ -283,10 +320,9 @@ def find_columns(image, *, min_distance_px=3, sigma_px=None, threshold=6.0,
     if not lattice or strong.sum() < MIN_LATTICE:
         return xy[strong]
     try:
-        u, v = estimate_basis(xy[val >= min(_BASIS_SNR, threshold)])
+        steps = _lattice_steps(xy[val >= min(_BASIS_SNR, threshold)], dog)
     except ValueError:
         return xy[strong]
-    steps = (0.5 * u, 0.5 * v)
     search = _SEARCH_FRAC * float(np.linalg.norm(steps[0]))
     grown = grow_lattices(xy, val, strong, steps, search,
                           (threshold_edge, threshold_corner, threshold_inside),
