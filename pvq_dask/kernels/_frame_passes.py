@@ -10,7 +10,8 @@ the thread count.
 - :func:`white_variance` / :func:`invert_variance`: the pixel variance of the current model,
   then its inverse rescaled to the residual's white level;
 - :func:`texture_inputs` / :func:`texture_model`: the normalised-convolution texture
-  estimate of the window rounds.
+  estimate of the window rounds;
+- :func:`scan_line_offsets`: the offset of every scan row, from the pixels between columns.
 
 Arrays named ``resid`` hold the image minus the rendered columns (not minus the mean level),
 NaN where the image is not finite.
@@ -18,11 +19,12 @@ NaN where the image is not finite.
 
 import numpy as np
 from numba import njit
+from scipy.ndimage import gaussian_filter1d
 
 from pvq_dask.kernels._chunks import run_chunks
 
-__all__ = ["invert_variance", "render_columns", "subtract_columns", "texture_inputs",
-           "texture_model", "white_variance"]
+__all__ = ["invert_variance", "render_columns", "scan_line_offsets", "subtract_columns",
+           "texture_inputs", "texture_model", "white_variance"]
 
 _BAND = 16              # rows drawn together
 _BANDS_PER_CHUNK = 8    # bands per work item of run_chunks
@@ -221,3 +223,34 @@ def _model_rows(r0, r1, image, resid, level, num, den, floor, out):
             r = resid[yy, xx]
             smooth = num[yy, xx] / max(den[yy, xx], floor)
             out[yy, xx] = (image[yy, xx] - r + level + smooth) if np.isfinite(r) else smooth
+
+
+def scan_line_offsets(image, resid, level, texture, rows, column_max, smooth_px):
+    """Offset of every scan row (image row) in ``resid - level - texture``.
+
+    STEM frames carry a random offset per scan line (the streak on the k_x = 0 axis of their
+    spectrum), independent from row to row: neither shot noise nor the isotropic texture.
+    ``resid`` is the image minus the columns minus the current ``rows`` offsets; only pixels
+    where the columns' model is below ``column_max`` count (a column's misfit is not a row
+    offset), and their median is the row's offset (0 for rows with fewer than 16 such
+    pixels). What varies slowly from row to row (over ``smooth_px``, Gaussian) is left to
+    the texture model: it is what an imperfect texture estimate leaves along the rows."""
+    out = np.zeros(resid.shape[0])
+    _row_medians(image, resid, float(level), texture, rows, float(column_max), out)
+    return out - gaussian_filter1d(out, smooth_px, mode="nearest")
+
+
+@njit(cache=True)
+def _row_medians(image, resid, level, texture, rows, column_max, out):
+    h, w = resid.shape
+    buf = np.empty(w)
+    for y in range(h):
+        n = 0
+        for x in range(w):
+            r = resid[y, x]
+            if not np.isfinite(r) or image[y, x] - r - rows[y] > column_max:
+                continue
+            buf[n] = r - level - texture[y, x]
+            n += 1
+        if n >= 16:
+            out[y] = np.median(buf[:n])

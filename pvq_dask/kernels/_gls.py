@@ -17,6 +17,7 @@ from pvq_dask.kernels._fit import N_PARAM
 from pvq_dask.kernels._frame_passes import (
     invert_variance,
     render_columns,
+    scan_line_offsets,
     subtract_columns,
     texture_inputs,
     white_variance,
@@ -37,6 +38,8 @@ _RELAX = 0.75
 _SIGMA_PRIOR_FRAC = 0.10      # width prior of the GLS stage, relative to the frame median
 _SAMPLE_STEP = 16             # pixel subsampling for frame-wide quantiles
 _N_TEMPLATES = 6              # white-noise levels of the per-column GLS Fisher templates
+_ROW_COLUMN_FRAC = 0.1        # scan-line offsets from pixels where columns are below this
+_ROW_SMOOTH_SIGMAS = 2.0      # row offsets smoother than this (column widths) are texture
 
 
 def median_width(params, mask, default):
@@ -73,10 +76,12 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
     vinv = np.empty(image.shape)     # white variance of the model, then its inverse
     no_texture = np.zeros((1, 1), np.float32)
     spectrum, texture, templates, back_level, n_done = None, None, None, None, 0
+    rows = np.zeros(image.shape[0])  # scan-line offsets (one per scan row)
     for it in range(n_iter):
         total, count = subtract_columns(image, full_params(p), active | frozen, RENDER_N_SIGMA,
                                         resid)
         level = total / max(count, 1)
+        resid -= rows[:, None]
         if spectrum is None or it in _GLS_SPECTRUM_AT:
             # Weights from the model (columns + background), never from the noisy pixels.
             mean_var = white_variance(image, resid, level if back_level is None else back_level,
@@ -93,6 +98,11 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
                                   _N_TEMPLATES)
             templates = spectrum.column_fisher_levels(sig_med, levels)
         texture = spectrum.wiener(resid, offset=level)
+        new = scan_line_offsets(image, resid, level, texture, rows,
+                                _ROW_COLUMN_FRAC * np.median(p[active | frozen, 4]),
+                                _ROW_SMOOTH_SIGMAS * sig_med)
+        resid -= new[:, None]
+        rows += new
         back_level = level
         step = np.zeros((len(p), 5))
         gls_newton(resid, level, texture, vinv, p, active, fr.radius, templates, levels,
@@ -111,7 +121,7 @@ def gls_refine(fr, params, active, n_iter, frozen=None, previous=None):
                          full_params(p), active)
     h, w = image.shape
     ij = np.clip(np.rint(p[:, :2]).astype(np.int64), 0, np.array([w - 1, h - 1]))
-    back = level + texture[ij[:, 1], ij[:, 0]].astype(np.float64)
+    back = level + texture[ij[:, 1], ij[:, 0]].astype(np.float64) + rows[ij[:, 1]]
     return p, hinv, active, back, frac, n_done, spectrum
 
 
