@@ -95,17 +95,31 @@ def test_paper_dose_species(paper):
     assert min(_pooled(paper, "species_accuracy")) >= SPECIES_ACCURACY_MIN
 
 
+def _z_scores(runs, species):
+    """(fitted - true) / pos_err per axis of the fitted columns of one species, all frames
+    pooled (as the RMSE ratios are: one frame holds only ~190 Pb columns, too few for a
+    std within a few per cent, and one 5-sigma column moves it by 0.05)."""
+    zs = []
+    for f, fit, _ in runs:
+        a = f.atoms
+        truth = a[["x_px", "y_px"]].to_numpy()
+        xy = np.c_[fit["x_px"], fit["y_px"]]
+        d, j = cKDTree(xy).query(truth)
+        ok = (d < 3.0) & fit["fit_ok"][j] & a.inside.to_numpy() & (a.species == species)
+        zs.append((xy[j[ok]] - truth[ok]) / np.c_[fit["x_err_px"], fit["y_err_px"]][j[ok]])
+    return np.concatenate(zs)
+
+
 def test_uncertainty_calibration(paper):
-    for f, fit, sp in paper:
-        s = score_fit(f, fit, sp)
-        for species in ("Pb", "X", "Cs"):
-            lo, hi = CALIBRATION_STD_RANGE
-            assert all(lo <= v <= hi for v in s[f"z_std_{species}"]), (species, s)
+    lo, hi = CALIBRATION_STD_RANGE
+    for species in ("Pb", "X", "Cs"):
+        std = _z_scores(paper, species).std(axis=0)
+        assert np.all((lo <= std) & (std <= hi)), (species, std)
 
 
 def test_noise_free_bias():
     f = synthesize_frame(SynthParams.preset("clean", **SHAPE), rng=2)
-    fit = fit_columns(f.image, refine_com(f.image, find_columns(f.image)))
+    fit = fit_columns(f.image, refine_com(f.image, find_columns(f.image)), rng=2)
     s = score_fit(f, fit)
     assert s["recall"] >= RECALL_MIN
     truth = f.atoms[["x_px", "y_px"]].to_numpy()
