@@ -64,11 +64,25 @@ _DIAG = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 _CELL = ((2, 2), (2, -2), (-2, 2), (-2, -2), (4, 0), (-4, 0), (0, 4), (0, -4))
 
 
-def _translated(sites, site, steps):
-    """Mean prediction of ``site`` from its real translation-equivalent sites, or None."""
-    preds = [sites[(site[0] - t[0], site[1] - t[1])][0] + t[0] * steps[0] + t[1] * steps[1]
-             for t in _CELL if sites.get((site[0] - t[0], site[1] - t[1]), (0, 0, False))[2]]
-    return np.mean(preds, axis=0) if preds else None
+def _translated(sites, site, steps, fallback):
+    """``fallback`` (the prediction from ``site``'s neighbours) corrected by the offset that
+    its real translation-equivalent sites show from their own neighbours (the tilt shift of
+    a halide), or None when there is none. Offsets, not positions, are carried across the
+    translation: an error of the global step length does not add up over it."""
+    shifts = [_offset(sites, (site[0] - t[0], site[1] - t[1]), steps) for t in _CELL]
+    shifts = [d for d in shifts if d is not None]
+    return fallback + np.mean(shifts, axis=0) if shifts else None
+
+
+def _offset(sites, site, steps):
+    """A real site's position minus the mean prediction from its real neighbours (None if it
+    is not real or has none)."""
+    entry = sites.get(site)
+    if entry is None or not entry[2]:
+        return None
+    preds = [sites[(site[0] - m[0], site[1] - m[1])][0] + m[0] * steps[0] + m[1] * steps[1]
+             for m in _MOVES if sites.get((site[0] - m[0], site[1] - m[1]), (0, 0, False))[2]]
+    return entry[0] - np.mean(preds, axis=0) if preds else None
 
 
 class _Probe:
@@ -98,7 +112,7 @@ class _Probe:
     def site(self, sites, site, steps, fallback):
         """Probe ``site``: at its translation-equivalent prediction when there is one, else
         at ``fallback``. Returns (position, snr, prediction)."""
-        pred = _translated(sites, site, steps)
+        pred = _translated(sites, site, steps, fallback)
         if pred is None:
             pos, val = self(fallback)
             return pos, val, fallback

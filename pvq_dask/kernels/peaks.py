@@ -192,16 +192,17 @@ def estimate_column_sigma(image, *, noise=None):
 def _lattice_steps(xy, dog):
     """The two nearest-site steps (half the pseudo-cubic basis) of the strong maxima ``xy``.
 
-    :func:`~pvq_dask.kernels.lattice.estimate_basis` takes the lattice from the nearest
-    neighbours. When the weakest columns all stay below the seed threshold (the halides of
-    a small low-dose dot) the strong maxima are Pb and Cs, whose nearest neighbours are
-    diagonal: the basis then comes out 45 deg off and sqrt(2) too long. The band-pass map
+    :func:`~pvq_dask.kernels.lattice.estimate_basis` (``sparse``: many weak columns are
+    missing from the strong maxima) takes the lattice from the nearest neighbours. When the
+    weakest columns all stay below the seed threshold (the halides of a small low-dose dot)
+    the strong maxima are Pb and Cs, whose nearest neighbours are diagonal: the basis then
+    comes out 45 deg off and sqrt(2) too long. The band-pass map
     ``dog`` decides: sampled one diagonal step from every strong maximum it shows the
     missing columns if the basis is diagonal, and the empty centre between four columns if
     it is right. Its level half a step away (always between columns) is the empty
     reference, its level one step away (always on columns) the full one.
     """
-    u, v = estimate_basis(xy)
+    u, v = estimate_basis(xy, sparse=True)
     diag = (0.25 * (u + v), 0.25 * (v - u))
 
     def level(steps):
