@@ -10,7 +10,8 @@ background).
 import numpy as np
 from numba import njit
 
-__all__ = ["N_PARAM", "STATUS", "crop_box", "fast_len", "render_model", "window_offsets"]
+__all__ = ["N_PARAM", "STATUS", "crop_box", "fast_len", "pack_windows", "render_model",
+           "window_offsets"]
 
 N_PARAM = 8
 #: Status codes of :func:`pvq_dask.kernels._lm.fit_windows`.
@@ -195,3 +196,25 @@ def fast_len(n):
             p35 *= 3
         p5 *= 5
     return best
+
+
+def pack_windows(params, res, xy0):
+    """The per-column result dict of the window fits (``fit_columns``'s keys); columns whose
+    window could not be fitted keep their start ``xy0`` and NaN elsewhere."""
+    out = {
+        "x_px": params[:, 0].copy(), "y_px": params[:, 1].copy(),
+        "sigma_x_px": params[:, 2].copy(), "sigma_y_px": params[:, 3].copy(),
+        "amplitude": params[:, 4].copy(), "background": params[:, 5].copy(),
+        "cov": res["cov"][:, :2, :2].copy(), "n_iter": res["niter"].copy(),
+        "residual_frac": res["resid"].copy(), "chi2_red": res["chi2"] / res["dof"],
+        "status": res["status"].copy(),
+    }
+    unusable = np.isin(res["status"], (STATUS["nan"], STATUS["few_pixels"]))
+    for key in ("sigma_x_px", "sigma_y_px", "amplitude", "background", "residual_frac",
+                "chi2_red"):
+        out[key][unusable] = np.nan
+    out["cov"][unusable] = np.nan
+    out["x_px"][unusable] = xy0[unusable, 0]
+    out["y_px"][unusable] = xy0[unusable, 1]
+    return out
+

@@ -40,6 +40,7 @@ from pvq_dask.kernels._fit import (
     N_PARAM,
     STATUS,
     crop_box,
+    pack_windows,
     render_model,
     window_offsets,
 )
@@ -340,7 +341,7 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
                   max_reinit, reinit_px, rng)
     sigma_ref = median_width(params, res["status"] == 0, sigma0)
     usable = _sane(params, res, sigma_ref)
-    out = _pack_windows(params, res, xy0)
+    out = pack_windows(params, res, xy0)
     if background == "texture" and usable.sum() >= 1 and min(image.shape) >= 16:
         frozen = ~usable
         params[frozen, :2] = xy0[frozen]
@@ -379,24 +380,5 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
     out["cov"][lost] = np.nan
     out["x_px"] += offset[0]
     out["y_px"] += offset[1]
-    return out
-
-
-def _pack_windows(params, res, xy0):
-    out = {
-        "x_px": params[:, 0].copy(), "y_px": params[:, 1].copy(),
-        "sigma_x_px": params[:, 2].copy(), "sigma_y_px": params[:, 3].copy(),
-        "amplitude": params[:, 4].copy(), "background": params[:, 5].copy(),
-        "cov": res["cov"][:, :2, :2].copy(), "n_iter": res["niter"].copy(),
-        "residual_frac": res["resid"].copy(), "chi2_red": res["chi2"] / res["dof"],
-        "status": res["status"].copy(),
-    }
-    unusable = np.isin(res["status"], (STATUS["nan"], STATUS["few_pixels"]))
-    for key in ("sigma_x_px", "sigma_y_px", "amplitude", "background", "residual_frac",
-                "chi2_red"):
-        out[key][unusable] = np.nan
-    out["cov"][unusable] = np.nan
-    out["x_px"][unusable] = xy0[unusable, 0]
-    out["y_px"][unusable] = xy0[unusable, 1]
     return out
 
