@@ -232,25 +232,25 @@ def scan_line_offsets(image, resid, level, texture, rows, column_max, smooth_px)
     spectrum), independent from row to row: neither shot noise nor the isotropic texture.
     ``resid`` is the image minus the columns minus the current ``rows`` offsets; only pixels
     where the columns' model is below ``column_max`` count (a column's misfit is not a row
-    offset), and their median is the row's offset (0 for rows with fewer than 16 such
-    pixels). What varies slowly from row to row (over ``smooth_px``, Gaussian) is left to
-    the texture model: it is what an imperfect texture estimate leaves along the rows."""
+    offset), and their mean is the row's offset (0 for rows with fewer than 16 such pixels).
+    What varies slowly from row to row (over ``smooth_px``, Gaussian) is left to the texture
+    model: it is what an imperfect texture estimate leaves along the rows."""
     out = np.zeros(resid.shape[0])
-    _row_medians(image, resid, float(level), texture, rows, float(column_max), out)
+    run_chunks(_row_means, resid.shape[0], _ROWS_PER_CHUNK, image, resid, float(level),
+               texture, rows, float(column_max), out)
     return out - gaussian_filter1d(out, smooth_px, mode="nearest")
 
 
-@njit(cache=True)
-def _row_medians(image, resid, level, texture, rows, column_max, out):
-    h, w = resid.shape
-    buf = np.empty(w)
-    for y in range(h):
-        n = 0
+@njit(cache=True, nogil=True)
+def _row_means(r0, r1, image, resid, level, texture, rows, column_max, out):
+    w = resid.shape[1]
+    for y in range(r0, r1):
+        total, n = 0.0, 0
         for x in range(w):
             r = resid[y, x]
             if not np.isfinite(r) or image[y, x] - r - rows[y] > column_max:
                 continue
-            buf[n] = r - level - texture[y, x]
+            total += r - level - texture[y, x]
             n += 1
         if n >= 16:
-            out[y] = np.median(buf[:n])
+            out[y] = total / n
