@@ -60,6 +60,7 @@ FIT_KEYS = ("x_px", "y_px", "sigma_x_px", "sigma_y_px", "amplitude", "background
 _WINDOW_N_SIGMA = 3.0
 _SIGMA_FROM_SPACING = 0.13    # first guess of the column width from the nearest-neighbour gap
 _OK_SIGMA_RATIO = 1.35        # widths beyond this factor of the median: not a clean fit
+_LOST_MOVE = 0.2              # a rejected fit this far (x window radius) from its start is lost
 _MIN_PIXEL_FRAC = 0.5         # windows cut by the frame edge keep at least this pixel fraction
 _NOISE_FLOOR = 1e-6           # noise variance below this fraction of the image's: noise-free
 _GLS_ITER = 4                 # Gauss-Newton iterations (measured: more do not help noisy data)
@@ -368,12 +369,12 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
         out["fit_ok"] = (usable & np.isfinite(out["pos_err_px"]) & (moved < 0.6 * radius)
                          & (out["residual_frac"] <= reject_residual_frac)
                          & (width < ratio * ref) & (width > ref / ratio))
-        # The paper's rejected fits (residual rule, after the re-initialisations) and fits
-        # that wandered off their start are no measurement: the start stands, with no
-        # covariance (measured: such fits land > 3 px from the truth more often than their
-        # starts on noise-free and low-dose frames).
-        lost = ~out["fit_ok"] & ((out["residual_frac"] > reject_residual_frac)
-                                 | (moved >= 0.6 * radius))
+        # Fits that wandered off their start, and the paper's rejected fits (residual rule,
+        # after the re-initialisations) that moved well away from it, are no measurement:
+        # the start stands, with no covariance (measured: such fits land > 3 px from the
+        # truth more often than their starts on noise-free and low-dose frames).
+        lost = ~out["fit_ok"] & ((moved >= 0.6 * radius) | (
+            (out["residual_frac"] > reject_residual_frac) & (moved >= _LOST_MOVE * radius)))
     out["x_px"][lost], out["y_px"][lost] = xy0[lost, 0], xy0[lost, 1]
     for key in ("x_err_px", "y_err_px", "pos_err_px"):
         out[key][lost] = np.nan
