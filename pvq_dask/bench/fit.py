@@ -24,7 +24,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from pvq_dask.bench.frame import machine_info
-from pvq_dask.kernels._fit import render_model
+from pvq_dask.kernels._frame_passes import render_columns
 from pvq_dask.kernels.classify import classify_columns
 from pvq_dask.kernels.crlb import crlb_position, estimate_noise_model
 from pvq_dask.kernels.fit import fit_columns
@@ -45,7 +45,7 @@ def column_crlb(frame):
     p[:, 0], p[:, 1] = a.x_px, a.y_px
     p[:, 2] = p[:, 3] = a.sigma_px
     p[:, 4] = a.amplitude
-    cols = render_model(frame.clean.shape, p, np.ones(len(a), np.bool_), 5.0)
+    cols = render_columns(frame.clean.shape, p, np.ones(len(a), np.bool_), 5.0)
     h, w = frame.clean.shape
     ij = np.clip(np.rint(a[["x_px", "y_px"]].to_numpy()).astype(int), 0, [w - 1, h - 1])
     bg = (frame.clean - cols)[ij[:, 1], ij[:, 0]]

@@ -10,8 +10,7 @@ background).
 import numpy as np
 from numba import njit
 
-__all__ = ["N_PARAM", "STATUS", "crop_box", "fast_len", "pack_windows", "render_model",
-           "window_offsets"]
+__all__ = ["N_PARAM", "STATUS", "crop_box", "fast_len", "pack_windows", "window_offsets"]
 
 N_PARAM = 8
 #: Status codes of :func:`pvq_dask.kernels._lm.fit_windows`.
@@ -26,56 +25,6 @@ def window_offsets(radius_px):
     yy, xx = np.meshgrid(d, d, indexing="ij")
     keep = xx**2 + yy**2 <= radius_px**2 + 1e-9
     return xx[keep].astype(np.int64), yy[keep].astype(np.int64)
-
-
-@njit(cache=True)
-def render_model(shape, params, active, n_sigma):
-    """Sum of the Gaussian parts (no background) of the active columns, (H, W) float64.
-
-    Drawn band by band of rows (each band draws every column that reaches into it). Serial:
-    the work is a few multiply-adds per pixel, less than a parallel region's start-up and
-    far less than its barrier on a loaded machine (measured 1 ms serial vs 23 ms parallel,
-    1307 columns, 1024^2, 2 busy cores).
-    """
-    h, w = shape
-    out = np.zeros((h, w))
-    n = params.shape[0]
-    reach = np.zeros(n, np.int64)
-    cyk = np.zeros(n, np.int64)
-    rmax = 0
-    for k in range(n):
-        if active[k]:
-            reach[k] = int(np.ceil(n_sigma * max(params[k, 2], params[k, 3])))
-            cyk[k] = int(np.floor(params[k, 1] + 0.5))
-            rmax = max(rmax, reach[k])
-    order = np.argsort(cyk)
-    ys = cyk[order]
-    band = 16
-    n_band = (h + band - 1) // band
-    for b in range(n_band):
-        y0 = b * band
-        y1 = min(y0 + band, h)
-        lo = np.searchsorted(ys, y0 - rmax)
-        hi = np.searchsorted(ys, y1 + rmax, side="right")
-        for t in range(lo, hi):
-            k = order[t]
-            if not active[k]:
-                continue
-            x, y, sx, sy, a = (params[k, 0], params[k, 1], params[k, 2], params[k, 3],
-                               params[k, 4])
-            r = reach[k]
-            cx, cy = int(np.floor(x + 0.5)), cyk[k]
-            xa, xb = max(cx - r, 0), min(cx + r + 1, w)
-            gx = np.empty(max(xb - xa, 0))
-            for xx in range(xa, xb):
-                ex = (xx - x) / sx
-                gx[xx - xa] = a * np.exp(-0.5 * ex * ex)
-            for yy in range(max(cy - r, y0), min(cy + r + 1, y1)):
-                ey = (yy - y) / sy
-                gyv = np.exp(-0.5 * ey * ey)
-                for xx in range(xa, xb):
-                    out[yy, xx] += gyv * gx[xx - xa]
-    return out
 
 
 @njit(cache=True)
@@ -95,15 +44,9 @@ def _residual_frac(excess_sum, var_sum, count, amplitude):
 
 
 @njit(cache=True)
-def _cholesky_solve(a, b, n, out):
-    """Solve a x = b for symmetric positive definite a (n x n); False if not SPD."""
-    return _cholesky_solve_into(a, b, n, out, np.zeros((n, n)), np.empty(n))
-
-
-@njit(cache=True)
-def _cholesky_solve_into(a, b, n, out, low, z):
-    """:func:`_cholesky_solve` with the scratch ``low`` (n x n, lower triangle used) and
-    ``z`` (n) passed in."""
+def _cholesky(a, n, low):
+    """Lower Cholesky factor of the symmetric n x n ``a`` into ``low``; False if ``a`` is
+    not positive definite."""
     for i in range(n):
         for j in range(i + 1):
             s = a[i, j]
@@ -115,6 +58,21 @@ def _cholesky_solve_into(a, b, n, out, low, z):
                 low[i, i] = np.sqrt(s)
             else:
                 low[i, j] = s / low[j, j]
+    return True
+
+
+@njit(cache=True)
+def _cholesky_solve(a, b, n, out):
+    """Solve a x = b for symmetric positive definite a (n x n); False if not SPD."""
+    return _cholesky_solve_into(a, b, n, out, np.zeros((n, n)), np.empty(n))
+
+
+@njit(cache=True)
+def _cholesky_solve_into(a, b, n, out, low, z):
+    """:func:`_cholesky_solve` with the scratch ``low`` (n x n, lower triangle used) and
+    ``z`` (n) passed in."""
+    if not _cholesky(a, n, low):
+        return False
     for i in range(n):
         s = b[i]
         for k in range(i):
@@ -139,17 +97,8 @@ def _invert_spd_into(a, n, out, low):
     """:func:`_invert_spd` with the Cholesky factor's scratch ``low`` (n x n) passed in: one
     factorisation, then a forward and back substitution per unit vector (same arithmetic as
     :func:`_cholesky_solve` on each column)."""
-    for i in range(n):
-        for j in range(i + 1):
-            s = a[i, j]
-            for k in range(j):
-                s -= low[i, k] * low[j, k]
-            if i == j:
-                if s <= 0.0:
-                    return False
-                low[i, i] = np.sqrt(s)
-            else:
-                low[i, j] = s / low[j, j]
+    if not _cholesky(a, n, low):
+        return False
     for j in range(n):
         # Forward substitution of e_j into out[:, j], then back substitution in place.
         for i in range(n):

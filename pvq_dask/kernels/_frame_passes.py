@@ -35,14 +35,14 @@ def subtract_columns(image, params, active, n_sigma, out):
     """``out = image - sum of the active columns' Gaussians`` (NaN where the image is not
     finite); returns the sum and count of its finite pixels.
 
-    Drawn band by band of rows like :func:`pvq_dask.kernels._fit.render_model` (same reach),
-    each band summed while in cache."""
+    Drawn band by band of rows (each column out to ``n_sigma`` of its wider width), each
+    band summed while in cache."""
     return _draw(image, params, active, n_sigma, out, True)
 
 
 def render_columns(shape, params, active, n_sigma):
-    """Sum of the active columns' Gaussians, (H, W) float64 (as
-    :func:`pvq_dask.kernels._fit.render_model`)."""
+    """Sum of the active columns' Gaussians (rows of ``params``: x, y, sigma_x, sigma_y,
+    amplitude, ...), each out to ``n_sigma`` of its wider width: (H, W) float64."""
     out = np.empty(shape)
     _draw(out, params, active, n_sigma, out, False)
     return out

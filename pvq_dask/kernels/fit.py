@@ -41,9 +41,9 @@ from pvq_dask.kernels._fit import (
     STATUS,
     crop_box,
     pack_windows,
-    render_model,
     window_offsets,
 )
+from pvq_dask.kernels._frame_passes import render_columns
 from pvq_dask.kernels._gls import MAX_SIGMA_RATIO as _MAX_SIGMA_RATIO
 from pvq_dask.kernels._gls import RENDER_N_SIGMA as _RENDER_N_SIGMA
 from pvq_dask.kernels._gls import gls_refine, median_width, rough_amplitude, texture_model
@@ -173,7 +173,7 @@ def _window_rounds(fr, xy0, sigma0, n_rounds, texture=False):
                                                    params[:, :2], fr.spectrum)
                 params[active, 4:6] = np.nan  # restart amplitude/background on new data
             else:
-                model = render_model(fr.image.shape, rendered, active, _RENDER_N_SIGMA)
+                model = render_columns(fr.image.shape, rendered, active, _RENDER_N_SIGMA)
             near = active & np.all(np.abs(params[:, :2] - centre) < 0.5 * fr.radius, axis=1)
             centre[near] = np.rint(params[near, :2]).astype(np.int64)
             params[~active] = _start(xy0[~active], sigma0)

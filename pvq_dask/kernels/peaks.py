@@ -19,7 +19,7 @@ Isolated peaks off every lattice (carbon grains, contamination) are dropped.
 import numpy as np
 from scipy import ndimage as ndi
 
-from pvq_dask.kernels._fit import render_model
+from pvq_dask.kernels._frame_passes import render_columns
 from pvq_dask.kernels._lattice_grow import MIN_LATTICE, grow_lattices
 from pvq_dask.kernels.crlb import NoiseModel, estimate_noise_model, estimate_texture_spectrum
 from pvq_dask.kernels.lattice import estimate_basis
@@ -101,7 +101,7 @@ def _maps(filled, finite, sigma_px, noise, n_pass):
         params[:, :2] = xy[strong]
         params[:, 2:4] = sigma_px
         params[:, 4] = amp[ij[strong, 1], ij[strong, 0]]
-        model = render_model(resid.shape, params, np.ones(len(params), np.bool_), 4.0)
+        model = render_columns(resid.shape, params, np.ones(len(params), np.bool_), 4.0)
         spectrum = estimate_texture_spectrum(np.where(finite, resid - model, 0.0))
     return _whitened(resid, level, finite, spectrum, sigma_px, noise)
 
