@@ -32,3 +32,20 @@ def frame_tiff(tmp_path, rng):
     path = tmp_path / "frame.tif"
     write_tiff(path, data, pixel_size_nm=0.0168)
     return path, data, 0.0168
+
+
+@pytest.fixture
+def recorded_s2s(monkeypatch):
+    """Replace the S2S denoiser by one that records its input and returns it unchanged."""
+    pytest.importorskip("torch")
+    from pvq_dask.kernels.denoise import S2SResult
+
+    calls = []
+
+    def fake(image, **kw):
+        image = np.asarray(image, float)
+        calls.append((image.copy(), kw.get("reference")))
+        return S2SResult(mean=image, std=np.ones_like(image), info={})
+
+    monkeypatch.setattr("pvq_dask.kernels.denoise.denoise_s2sred", fake)
+    return calls

@@ -10,7 +10,6 @@ pytest.importorskip("torch")
 from pvq_dask.bench._denoise_score import frame_scores, pool, summarise, whole_dot_frame  # noqa: E402
 from pvq_dask.bench.denoise import bench_denoise, run_method  # noqa: E402
 from pvq_dask.kernels.absf import absf  # noqa: E402
-from pvq_dask.kernels.denoise import S2SResult  # noqa: E402
 
 #: Smallest whole-dot frame on which the raw frame's analysis finds the halides at 50 e/A^2
 #: (seed 0: carbon on every side; at 256-320 px some seeds lose the halide sublattice).
@@ -75,20 +74,6 @@ def test_pooling_a_frame_with_itself_keeps_rates_and_doubles_counts():
     for key in ("halide_rmse_pm", "column_recall", "oct_recall_margin", "theta3_mae_deg",
                 "core_shell_contrast_truth_deg"):
         assert two[key] == pytest.approx(one[key], rel=1e-12, nan_ok=True), key
-
-
-@pytest.fixture
-def recorded_s2s(monkeypatch):
-    """Replace the S2S denoiser by one that records its input and returns it unchanged."""
-    calls = []
-
-    def fake(image, **kw):
-        image = np.asarray(image, float)
-        calls.append((image.copy(), kw.get("reference")))
-        return S2SResult(mean=image, std=np.ones_like(image), info={})
-
-    monkeypatch.setattr("pvq_dask.kernels.denoise.denoise_s2sred", fake)
-    return calls
 
 
 @pytest.mark.parametrize("source", ["raw", "absf"])

@@ -125,23 +125,6 @@ def test_absf_stage_writes_its_image(series, tmp_path):
     assert store.done("atoms").tolist() == [False, True]
 
 
-@pytest.fixture
-def recorded_s2s(monkeypatch):
-    """Replace the S2S denoiser by one that records its input and returns it unchanged."""
-    pytest.importorskip("torch")
-    from pvq_dask.kernels.denoise import S2SResult
-
-    calls = []
-
-    def fake(image, **kw):
-        image = np.asarray(image, float)
-        calls.append((image.copy(), kw.get("reference")))
-        return S2SResult(mean=image, std=np.ones_like(image), info={})
-
-    monkeypatch.setattr("pvq_dask.kernels.denoise.denoise_s2sred", fake)
-    return calls
-
-
 @pytest.mark.parametrize("source", ["absf", "raw"])
 def test_s2sred_denoises_the_configured_input(series, tmp_path, recorded_s2s, source):
     _, path = series
