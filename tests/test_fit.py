@@ -7,6 +7,8 @@ from scipy.optimize import least_squares
 
 from pvq_dask.kernels._fit import STATUS
 from pvq_dask.kernels.fit import FIT_KEYS, fit_columns
+from pvq_dask.kernels.peaks import find_columns, refine_com
+from pvq_dask.kernels.synth import SynthParams, synthesize_frame
 
 SCIPY_AGREEMENT_PX = 1e-3       # batched LM vs per-atom scipy least_squares, same data
 SCIPY_PARAM_REL = 1e-3          # widths and amplitudes, relative
@@ -17,6 +19,7 @@ NOISE_FREE_AMP_REL = 1e-3       # amplitudes, window fits (relative)
 NOISE_FREE_GLS_AMP_REL = 0.01   # amplitudes, texture-aware (low frequencies are down-weighted)
 ATOMAP_AGREEMENT_PX = 0.3       # Atomap's refinement vs truth, bright isolated columns
 TEXTURE_GAIN_MIN = 1.3          # RMSE(constant background) / RMSE(texture-aware) on carbon
+SMOOTHED_FIT_OK_MIN = 0.75      # fits passing on a Gaussian-smoothed frame (measured 0.81)
 
 SIG = 2.2
 
@@ -119,6 +122,18 @@ def test_output_contract_and_covariance():
     assert np.allclose(r["cov"], np.transpose(r["cov"], (0, 2, 1)))
     assert np.all(r["pos_err_px"] > 0)
     np.testing.assert_allclose(r["pos_err_px"] ** 2, 0.5 * (r["cov"][:, 0, 0] + r["cov"][:, 1, 1]))
+
+
+def test_residual_rule_is_relative_to_a_frame_wide_shape_mismatch():
+    """A smoothed frame (the crudest denoiser) makes every column deviate from the fitted
+    Gaussian: that is a property of the image, not a failed fit. The paper's absolute 8 %
+    rule rejected 66 % of these columns; relative to the frame's median it keeps most."""
+    f = synthesize_frame(SynthParams.preset("coreshell", shape=(320, 320), dot_size_nm=4.0,
+                                            dose_e_per_A2=50.0), rng=0)
+    xy = refine_com(f.image, find_columns(f.image))
+    r = fit_columns(ndi.gaussian_filter(f.image, 1.0), xy, rng=0)
+    assert np.nanmedian(r["residual_frac"]) > 0.08
+    assert r["fit_ok"].mean() >= SMOOTHED_FIT_OK_MIN
 
 
 def test_nan_pixels_flag_only_their_columns():

@@ -61,6 +61,7 @@ _WINDOW_N_SIGMA = 3.0
 _SIGMA_FROM_SPACING = 0.13    # first guess of the column width from the nearest-neighbour gap
 _OK_SIGMA_RATIO = 1.35        # widths beyond this factor of the median: not a clean fit
 _LOST_MOVE = 0.2              # a rejected fit this far (x window radius) from its start is lost
+_RESID_OUTLIER = 3.0          # residual rule relative to the frame's median column residual
 _MIN_PIXEL_FRAC = 0.5         # windows cut by the frame edge keep at least this pixel fraction
 _NOISE_FLOOR = 1e-6           # noise variance below this fraction of the image's: noise-free
 _GLS_ITER = 4                 # Gauss-Newton iterations (measured: more do not help noisy data)
@@ -262,7 +263,9 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
     max_iter : int
         Iteration cap per window fit.
     reject_residual_frac : float
-        The paper's rejection threshold (core residual beyond noise / peak amplitude).
+        The paper's rejection threshold (core residual beyond noise / peak amplitude); on a
+        frame whose median column residual is higher (a denoised or filtered frame), a
+        column is rejected beyond 3x that median instead.
     max_reinit : int
         Refits from a perturbed start for rejected fits.
     reinit_px : float
@@ -365,16 +368,22 @@ def fit_columns(image, xy0, *, sigma_px=None, window_px=None, background="textur
     ref = float(np.nanmedian(width[usable])) if usable.any() else sigma_ref
     # Texture mode regularises widths (prior), so a much wider column swallowed a grain.
     ratio = _OK_SIGMA_RATIO if background == "texture" else _MAX_SIGMA_RATIO
+    # A shape mismatch shared by the whole frame (a denoiser's or a filter's output, a probe
+    # that is not Gaussian) is a property of the image, not a failed fit: the rule then
+    # rejects columns whose residual stands out from the frame's typical one.
+    frame_resid = out["residual_frac"][usable & np.isfinite(out["residual_frac"])]
+    reject = max(reject_residual_frac, _RESID_OUTLIER * float(np.median(frame_resid))
+                 if len(frame_resid) else 0.0)
     with np.errstate(invalid="ignore"):
         out["fit_ok"] = (usable & np.isfinite(out["pos_err_px"]) & (moved < 0.6 * radius)
-                         & (out["residual_frac"] <= reject_residual_frac)
+                         & (out["residual_frac"] <= reject)
                          & (width < ratio * ref) & (width > ref / ratio))
         # Fits that wandered off their start, and the paper's rejected fits (residual rule,
         # after the re-initialisations) that moved well away from it, are no measurement:
         # the start stands, with no covariance (measured: such fits land > 3 px from the
         # truth more often than their starts on noise-free and low-dose frames).
         lost = ~out["fit_ok"] & ((moved >= 0.6 * radius) | (
-            (out["residual_frac"] > reject_residual_frac) & (moved >= _LOST_MOVE * radius)))
+            (out["residual_frac"] > reject) & (moved >= _LOST_MOVE * radius)))
     out["x_px"][lost], out["y_px"][lost] = xy0[lost, 0], xy0[lost, 1]
     for key in ("x_err_px", "y_err_px", "pos_err_px"):
         out[key][lost] = np.nan
