@@ -15,6 +15,7 @@ def _fit(args):
     from pvq_dask.bench.fit import bench_fit
 
     _print(bench_fit(size=args.size, seed=args.seed, vs_atomap=args.vs_atomap,
+                     dose_e_per_A2=args.dose, big_size=args.big_size or None,
                      out_json=args.json))
     return 0
 
@@ -46,6 +47,10 @@ def add_parser(subparsers):
     f = sub.add_parser("fit", help="atoms/s and position RMSE vs CRLB (optionally vs Atomap)")
     f.add_argument("--size", type=positive_int, default=1024)
     f.add_argument("--vs-atomap", action="store_true", help="run Atomap in the same process")
+    f.add_argument("--dose", type=float, default=220.0,
+                   help="e/A^2 of the synthetic frames (220: the paper's; 44: 5x lower)")
+    f.add_argument("--big-size", type=int, default=2048,
+                   help="also time a frame of this side filled with columns (0: skip)")
     f.set_defaults(func=_fit)
     fr = sub.add_parser("frame", help="stage times and peak memory of a 2048^2 frame")
     fr.add_argument("--size", type=positive_int, default=2048)
