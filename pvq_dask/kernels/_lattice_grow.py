@@ -80,9 +80,18 @@ def _offset(sites, site, steps):
     entry = sites.get(site)
     if entry is None or not entry[2]:
         return None
-    preds = [sites[(site[0] - m[0], site[1] - m[1])][0] + m[0] * steps[0] + m[1] * steps[1]
-             for m in _MOVES if sites.get((site[0] - m[0], site[1] - m[1]), (0, 0, False))[2]]
-    return entry[0] - np.mean(preds, axis=0) if preds else None
+    _, pred = _from_neighbours(sites, site, steps)
+    return None if pred is None else entry[0] - pred
+
+
+def _from_neighbours(sites, site, steps):
+    """The moves from ``site``'s real neighbours, and its mean prediction from them (None
+    when it has none)."""
+    have = [m for m in _MOVES if sites.get((site[0] - m[0], site[1] - m[1]), (0, 0, False))[2]]
+    if not have:
+        return have, None
+    return have, np.mean([sites[(site[0] - m[0], site[1] - m[1])][0] + m[0] * steps[0]
+                          + m[1] * steps[1] for m in have], axis=0)
 
 
 class _Probe:
@@ -134,12 +143,9 @@ def _grow(probe, seed_xy, steps, thresholds):
         site = queue.pop()
         if site in sites:
             continue
-        have = [m for m in _MOVES
-                if sites.get((site[0] - m[0], site[1] - m[1]), (0, 0, False))[2]]
-        if not have:
+        have, pred = _from_neighbours(sites, site, steps)
+        if pred is None:
             continue
-        pred = np.mean([sites[(site[0] - m[0], site[1] - m[1])][0] + m[0] * steps[0]
-                        + m[1] * steps[1] for m in have], axis=0)
         enclosed = len(have) >= 3 or any((-m[0], -m[1]) in have for m in have)
         need = t_inside if enclosed else (t_corner if len(have) == 2 else t_edge)
         pos, val, pred = probe.site(sites, site, steps, pred)
