@@ -45,6 +45,7 @@ def _run(args):
                          s2s_input=args.s2s_input,
                          device=args.device, shell_width_uc=args.shell_width_uc,
                          classify_method=args.classify, seed=args.seed,
+                         bond_prior=args.bond_prior,
                          tile_px=args.tile_px)
     frames = None if args.frames is None else [int(f) for f in args.frames.split(",")]
     bar = progress_factory("analyze")
@@ -96,6 +97,11 @@ def add_parser(subparsers):
                    help="provisional classifier before SOFS (default mixture)")
     p.add_argument("--shell-width-uc", type=int, default=3,
                    help="shell = outer N unit cells (default 3)")
+    p.add_argument("--bond-prior", choices=("corner_sharing", "none"),
+                   default="corner_sharing",
+                   help="X-Pb-X lengths: shrink towards the corner-sharing prediction from the "
+                        "Pb across each bond as far as the frame's scatter allows "
+                        "(corner_sharing, default) or use the halide positions alone (none)")
     p.add_argument("--tile-px", type=int, default=0,
                    help="fit one frame in tiles of this size with Dask threads (0 = whole "
                         "frame; try 1024 for 2048^2 frames on many cores)")

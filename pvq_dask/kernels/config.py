@@ -43,6 +43,9 @@ class AnalysisConfig:
     sofs_depth: int = 9
     # metrics
     shell_width_uc: int = 3
+    # X-Pb-X lengths: "corner_sharing" (empirical-Bayes prior from the Pb across each bond)
+    # or "none" (the halide positions alone); metrics.BOND_PRIORS
+    bond_prior: str = "corner_sharing"
     map_step_nm: float = 0.3
     # tiling of one frame (0 = whole frame); "global": one SOFS on the gathered columns
     tile_px: int = 0
@@ -62,6 +65,9 @@ class AnalysisConfig:
             raise ValueError(f"tile_px must be >= 0 (0 = whole frame), got {self.tile_px}")
         if self.tile_network not in ("global", "tiles"):
             raise ValueError(f"tile_network must be 'global' or 'tiles', got {self.tile_network!r}")
+        if self.bond_prior not in ("corner_sharing", "none"):
+            raise ValueError(f"bond_prior must be 'corner_sharing' or 'none', "
+                             f"got {self.bond_prior!r}")
         if self.shell_width_uc < 1:
             raise ValueError(f"shell_width_uc must be >= 1, got {self.shell_width_uc}")
 

@@ -43,6 +43,8 @@ class FrameResult:
     timings_s: dict = field(default_factory=dict)
     peak_mb: dict = field(default_factory=dict)
     basis_px: np.ndarray | None = None
+    #: the X-Pb-X asymmetry prior fitted per axis (``metrics.octahedra_metrics``)
+    bond_prior: dict = field(default_factory=dict)
 
 
 def drop_duplicates(fit):
@@ -188,12 +190,12 @@ def analyze_frame(image, *, pixel_size_nm, config=None, frame=0, image_std=None,
     with _stage("metrics", t, mem):
         network_tables(result, fit, species, conf, found.species, found.network,
                        pixel_size_nm=pixel_size_nm, shell_width_uc=cfg.shell_width_uc,
-                       frame=frame)
+                       frame=frame, bond_prior=cfg.bond_prior)
     return result
 
 
 def network_tables(result, fit, species, conf, found_species, network, *, pixel_size_nm,
-                   shell_width_uc, frame):
+                   shell_width_uc, frame, bond_prior="corner_sharing"):
     """Make SOFS's species final and fill ``result``'s octahedra and cells tables.
 
     The classifier's confidence stands where it agrees with SOFS, 0.5 where they disagree
@@ -204,8 +206,11 @@ def network_tables(result, fit, species, conf, found_species, network, *, pixel_
     final_conf[found_species == SPECIES.index("unassigned")] = 0.0
     result.atoms["species"] = np.array(SPECIES, dtype=object)[found_species]
     result.atoms["species_conf"] = final_conf
+    diag = {}
     octs = pd.DataFrame(octahedra_metrics(xy, network, pixel_size_nm=pixel_size_nm,
-                                          cov=fit["cov"], shell_width_uc=shell_width_uc))
+                                          cov=fit["cov"], shell_width_uc=shell_width_uc,
+                                          bond_prior=bond_prior, diagnostics=diag))
+    result.bond_prior = diag.get("bond_prior", {})
     octs.insert(0, "frame", frame)
     cells = pd.DataFrame(cell_metrics(xy, network, pixel_size_nm=pixel_size_nm, cov=fit["cov"]))
     cells.insert(0, "frame", frame)

@@ -15,15 +15,23 @@ Definitions (design.md section 3, paper Fig. 1d):
   ``L2 = sigma3 + sigma4``.
 - Every metric carries a standard uncertainty propagated to first order from the per-atom
   2x2 position covariances (atoms independent).
+- With covariances, ``L1``/``L2`` (and ``sigma_k``, keeping ``sigma1 - sigma2``) are by default
+  the empirical-Bayes combination of the direct lengths and the corner-sharing prediction from
+  the Pb across each bond (:mod:`pvq_dask.kernels._bridge`); ``bond_prior="none"`` gives the
+  direct lengths.
 """
 
 import numpy as np
 
+from pvq_dask.kernels._bridge import corner_sharing_lengths
 from pvq_dask.kernels._metrics_grad import angle_grad, quadratic_form
 from pvq_dask.kernels.network import BOND_OFFSETS, index_lookup
 from pvq_dask.kernels.surface import surface_distance_uc
 
-__all__ = ["octahedra_metrics", "cell_metrics"]
+__all__ = ["octahedra_metrics", "cell_metrics", "BOND_PRIORS"]
+
+#: How ``L1``/``L2`` are estimated: with the corner-sharing prior, or from X positions alone.
+BOND_PRIORS = ("corner_sharing", "none")
 
 _RAD = 180.0 / np.pi
 
@@ -63,7 +71,8 @@ def _reference_axes(xy, net):
     return axis_atom, axis_sign, glob
 
 
-def octahedra_metrics(xy, network, *, pixel_size_nm, cov=None, shell_width_uc=3):
+def octahedra_metrics(xy, network, *, pixel_size_nm, cov=None, shell_width_uc=3,
+                      bond_prior="corner_sharing", diagnostics=None):
     """Tilts, bond lengths and their uncertainties for every octahedron.
 
     Parameters
@@ -76,6 +85,12 @@ def octahedra_metrics(xy, network, *, pixel_size_nm, cov=None, shell_width_uc=3)
         Position covariance of each column in px^2; uncertainties are NaN without it.
     shell_width_uc : int
         Octahedra fewer than this many unit cells from the surface are ``shell``.
+    bond_prior : {"corner_sharing", "none"}
+        ``"corner_sharing"`` (used only with ``cov``): X-Pb-X lengths shrink towards the
+        prediction from the Pb across each bond by as much as the frame's own scatter allows
+        (:mod:`pvq_dask.kernels._bridge`). ``"none"``: lengths from the X positions alone.
+    diagnostics : dict, optional
+        Filled with ``bond_prior``: the fitted prior (``tau_nm``, ``pi``, ``n``, ...).
 
     Returns
     -------
@@ -98,6 +113,8 @@ def octahedra_metrics(xy, network, *, pixel_size_nm, cov=None, shell_width_uc=3)
     >>> round(float(m["theta3_deg"][0]), 6), round(float(m["L1_nm"][0]), 6)
     (10.0, 0.4)
     """
+    if bond_prior not in BOND_PRIORS:
+        raise ValueError(f"bond_prior must be one of {BOND_PRIORS}, got {bond_prior!r}")
     xy = np.asarray(xy, dtype=np.float64)
     net = network
     m = net.n_octahedra
@@ -119,6 +136,23 @@ def octahedra_metrics(xy, network, *, pixel_size_nm, cov=None, shell_width_uc=3)
     th1 = _nanmean(phi[:, :2])
     th2 = _nanmean(phi[:, 2:])
     th3 = _nanmean(np.stack([th1, th2], axis=1))
+    errs = _uncertainties(xy, net, cov, b, a, axis_atom, axis_sign, phi, sense, sig,
+                          pixel_size_nm)
+    if cov is not None and bond_prior == "corner_sharing" and m:
+        atoms = np.concatenate([net.pb[:, None], net.x_bonds, axis_atom], axis=1)
+        use = has_x & (axis_atom >= 0) & (axis_sign > 0)
+        trusted = (np.ones(m, bool) if net.trusted is None
+                   else np.asarray(net.trusted, bool))
+        sig, L_err, prior = corner_sharing_lengths(
+            xy[np.maximum(atoms, 0)], atoms, np.asarray(cov, np.float64), sig, use,
+            fit_mask=trusted)
+        for h in range(2):
+            have = np.isfinite(L_err[h])
+            errs[f"L{h + 1}_err_nm"][have] = L_err[h][have] * pixel_size_nm
+        if diagnostics is not None:
+            diagnostics["bond_prior"] = {
+                "n": prior["n"], "pi": prior["pi"], "tau_nm": prior["tau"] * pixel_size_nm,
+                "excess": prior["excess"], "noise_scale": prior.get("scale", np.nan)}
     L1 = sig[:, 0] + sig[:, 1]
     L2 = sig[:, 2] + sig[:, 3]
 
@@ -129,8 +163,6 @@ def octahedra_metrics(xy, network, *, pixel_size_nm, cov=None, shell_width_uc=3)
         "y_px": p[:, 1] if m else np.zeros(0),
         "theta1_deg": th1 * _RAD, "theta2_deg": th2 * _RAD, "theta3_deg": th3 * _RAD,
     }
-    errs = _uncertainties(xy, net, cov, b, a, axis_atom, axis_sign, phi, sense, sig,
-                          pixel_size_nm)
     out.update(errs)
     for k in range(4):
         out[f"phi{k + 1}_deg"] = phi[:, k] * _RAD

@@ -53,7 +53,8 @@ def frame_summary(t, result, shell_width_uc):
     octs = result.octahedra
     s = {"frame": int(t), "n_atoms": int(len(result.atoms)), "n_octahedra": int(len(octs)),
          "n_trusted": int((octs["region"] != "edge_excluded").sum()) if len(octs) else 0,
-         "message": result.message, "timings_s": result.timings_s}
+         "message": result.message, "timings_s": result.timings_s,
+         "bond_prior": dict(result.bond_prior)}
     if len(octs):
         stats = summarize_octahedra(octs, shell_width_uc=shell_width_uc,
                                     metrics=["theta3_deg"])["metrics"]["theta3_deg"]

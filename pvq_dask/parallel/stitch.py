@@ -365,6 +365,6 @@ def analyze_frame_tiled(image, *, pixel_size_nm, config=None, tile_px=512, sched
         return result
     t0 = time.perf_counter()
     network_tables(result, fit, species, conf, found_species, net, pixel_size_nm=pixel_size_nm,
-                    shell_width_uc=cfg.shell_width_uc, frame=frame)
+                    shell_width_uc=cfg.shell_width_uc, frame=frame, bond_prior=cfg.bond_prior)
     t["metrics"] = time.perf_counter() - t0
     return result

@@ -89,6 +89,9 @@ def _structure(params, rng):
     """Outline, jitter and tilt plateaus (matched so region means equal the request)."""
     sdf = make_outline(params, rng)
     jitter = jitter_arrays(params, rng)
+    if params.static_disorder_nm > 0:
+        # drawn once per particle (shared by a series), without touching the default stream
+        jitter["disorder_seed"] = int(rng.integers(2**63))
     request = {"c1": params.core_theta1_deg, "c2": params.core_theta2_deg,
                "s1": params.shell_theta1_deg, "s2": params.shell_theta2_deg}
     plateau = dict(request)
@@ -125,6 +128,9 @@ def _render_frame(params, sdf, jitter, plateau, rng, frame, shift):
         return out
 
     xy, xy_nm, species, ij, net = _assemble(params, lat, centre, shift_fn)
+    if "disorder_seed" in jitter:
+        xy = xy + np.random.default_rng(jitter["disorder_seed"]).normal(
+            0.0, params.static_disorder_nm / ps, xy.shape)
     # Column strength: composition x local thickness (thinner towards the outline).
     depth_nm = np.clip(-sdf(xy_nm), 0.0, None)
     thick = params.edge_thickness_frac + (1 - params.edge_thickness_frac) * (

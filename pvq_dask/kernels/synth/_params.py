@@ -38,6 +38,9 @@ class SynthParams:
     shell_width_uc: int = 3
     tilt_jitter_deg: float = 0.2
     bond_jitter_nm: float = 0.001
+    # independent static displacement of every column (nm per axis): breaks the corner-sharing
+    # symmetry of each bridge (point defects, local strain); 0 = ideal corner sharing
+    static_disorder_nm: float = 0.0
     match_region_means: bool = True
     # Br-rich region: smaller tilt, shorter bonds, weaker halide columns
     segregation_center_nm: tuple | None = None
