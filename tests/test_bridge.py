@@ -138,3 +138,18 @@ def test_an_anomalous_octahedron_keeps_its_length(truth):
     post = octahedra_metrics(planted, net, pixel_size_nm=PS, cov=cov)
     jump_pm = (post["L1_nm"][k] - base["L1_nm"][k]) * 1000
     assert jump_pm > 15.0
+
+
+def test_bench_network_cli(tmp_path, capsys):
+    """``pvq bench network`` scores both estimators on a small synthetic dot."""
+    import json
+
+    from pvq_dask.cli import main
+
+    out = tmp_path / "net.json"
+    assert main(["bench", "network", "--cases", "coarse-pixels", "--seeds", "2",
+                 "--json", str(out)]) == 0
+    assert "| coarse-pixels, 2 |" in capsys.readouterr().out
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["prior"]["mae_L1_pm"] < 0.7 * row["direct"]["mae_L1_pm"]
+    assert row["prior"]["recall"] >= 0.9

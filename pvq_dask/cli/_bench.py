@@ -28,6 +28,15 @@ def _frame(args):
     return 0
 
 
+def _network(args):
+    from pvq_dask.bench.network import bench_network, markdown_table
+
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    print(markdown_table(bench_network(cases=cases, seeds=seeds, out_json=args.json)))
+    return 0
+
+
 def _denoise(args):
     from pvq_dask.bench.denoise import run_from_args
 
@@ -39,7 +48,7 @@ def add_parser(subparsers):
     from pvq_dask.bench.denoise import add_arguments as add_denoise_arguments
 
     p = add_command(
-        subparsers, "bench", help="benchmarks (fit, frame, denoise)",
+        subparsers, "bench", help="benchmarks (fit, frame, network, denoise)",
         description="Benchmarks on seeded synthetic frames with exact truth. Each prints its "
                     "result (fit, frame: JSON; denoise: a table) and optionally writes JSON; "
                     "record results in docs/benchmarks.md.")
@@ -56,6 +65,16 @@ def add_parser(subparsers):
     fr.add_argument("--size", type=positive_int, default=2048)
     fr.add_argument("--repeats", type=positive_int, default=3)
     fr.set_defaults(func=_frame)
+    n = sub.add_parser(
+        "network", help="octahedra recall, theta/L errors and z-scores vs truth (a table)",
+        description="The whole frame pipeline (no denoising) on synthetic dots, with the "
+                    "corner-sharing bond prior and without it (direct), scored against truth.")
+    n.add_argument("--cases", default="coreshell",
+                   help="comma-separated: coreshell, rotated17, segregated, fine-pixels, "
+                        "coarse-pixels, rotated-40, disorder2pm, disorder4pm, dose44")
+    n.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    n.add_argument("--json", metavar="OUT.json", help="also write the result here")
+    n.set_defaults(func=_network)
     d = sub.add_parser(
         "denoise", help="PSNR/SSIM and downstream errors per denoiser",
         description="Raw, ABSF, BM3D, S2S and S2SRED on whole-dot synthetic frames: PSNR/SSIM, "
