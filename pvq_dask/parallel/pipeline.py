@@ -136,6 +136,9 @@ def summary_line(summaries):
             txt += f"; core theta3 {core[0]:.2f} +- {core[1]:.2f} deg (n={core[2]})"
         if shell is not None and np.isfinite(shell[0]):
             txt += f", shell {shell[0]:.2f} +- {shell[1]:.2f} deg (n={shell[2]})"
+        prior = s.get("bond_prior") or {}
+        if np.isfinite(prior.get("tau_nm", np.nan)):
+            txt += f"; bridge asymmetry tau {prior['tau_nm'] * 1000:.1f} pm"
         if s.get("message"):
             txt += f" [{s['message']}]"
         lines.append(txt)
