@@ -13,8 +13,8 @@ two estimates:
 For ``L = sigma_1 + sigma_2`` the two differ by ``Delta = L_d - L_b``: the difference of the
 two bridges' asymmetries. A displacement of the Pb inside its octahedron (off-centring) or a
 smooth asymmetry field changes neither (they cancel in the sum), so ``Delta`` is the part of
-the X-Pb-X length that no Pb position predicts. It is modelled per frame and axis as a
-scale mixture: most octahedra ``N(0, tau^2)``, a fraction ``pi`` of anomalies
+the X-Pb-X length that no Pb position predicts. It is modelled per frame (both axes pooled)
+as a scale mixture: most octahedra ``N(0, tau^2)``, a fraction ``pi`` of anomalies
 ``N(0, tau_wide^2)`` (``tau_wide`` = 4 x the median measurement std), with ``tau`` and ``pi``
 estimated from the measured ``Delta`` and their propagated variances (EM). Each ``L`` is the
 posterior mean ``L_b + w Delta``; ``w`` -> 1 (the direct length) where ``tau`` is large or the
@@ -24,7 +24,9 @@ The difference ``sigma_1 - sigma_2`` (off-centring) is always the direct one.
 The reported uncertainty is the posterior standard deviation: the propagated noise of
 ``(1 - w) L_b + w L_d`` plus the prior's share ``(1 - w)^2 tau^2``. An excess scatter of
 ``Delta`` over its propagated noise cannot tell true asymmetry from an underestimated noise
-model in a single frame; it is split evenly between the two (``docs/method.md``).
+model in a single frame: up to :data:`NOISE_SCALE_ALLOWANCE` of it (in variance) is credited to
+the noise model, as our validation measured, and only the rest to asymmetry
+(``docs/method.md``).
 """
 
 import numpy as np
