@@ -67,7 +67,7 @@ def _run(args):
 
 
 def add_parser(subparsers):
-    from pvq_dask.kernels.config import S2S_INPUTS, AnalysisConfig
+    from pvq_dask.kernels.config import BOND_PRIORS, S2S_INPUTS, AnalysisConfig
 
     p = add_command(
         subparsers, "analyze", help="find columns, the octahedral network and its metrics",
@@ -97,8 +97,7 @@ def add_parser(subparsers):
                    help="provisional classifier before SOFS (default mixture)")
     p.add_argument("--shell-width-uc", type=int, default=3,
                    help="shell = outer N unit cells (default 3)")
-    p.add_argument("--bond-prior", choices=("corner_sharing", "none"),
-                   default="corner_sharing",
+    p.add_argument("--bond-prior", choices=BOND_PRIORS, default=AnalysisConfig().bond_prior,
                    help="X-Pb-X lengths: shrink towards the corner-sharing prediction from the "
                         "Pb across each bond as far as the frame's scatter allows "
                         "(corner_sharing, default) or use the halide positions alone (none)")

@@ -4,11 +4,13 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-__all__ = ["AnalysisConfig", "S2S_INPUTS"]
+__all__ = ["AnalysisConfig", "BOND_PRIORS", "S2S_INPUTS"]
 
 _DENOISERS = ("none", "absf", "s2sred")
 #: What S2SRED denoises: the raw frame or its ABSF output (the paper's choice).
 S2S_INPUTS = ("raw", "absf")
+#: X-Pb-X lengths: with the corner-sharing prior (kernels._bridge), or from halides alone.
+BOND_PRIORS = ("corner_sharing", "none")
 _STAGES = ("atoms", "network", "maps")
 
 
@@ -44,7 +46,7 @@ class AnalysisConfig:
     # metrics
     shell_width_uc: int = 3
     # X-Pb-X lengths: "corner_sharing" (empirical-Bayes prior from the Pb across each bond)
-    # or "none" (the halide positions alone); metrics.BOND_PRIORS
+    # or "none" (the halide positions alone)
     bond_prior: str = "corner_sharing"
     map_step_nm: float = 0.3
     # tiling of one frame (0 = whole frame); "global": one SOFS on the gathered columns
@@ -65,9 +67,8 @@ class AnalysisConfig:
             raise ValueError(f"tile_px must be >= 0 (0 = whole frame), got {self.tile_px}")
         if self.tile_network not in ("global", "tiles"):
             raise ValueError(f"tile_network must be 'global' or 'tiles', got {self.tile_network!r}")
-        if self.bond_prior not in ("corner_sharing", "none"):
-            raise ValueError(f"bond_prior must be 'corner_sharing' or 'none', "
-                             f"got {self.bond_prior!r}")
+        if self.bond_prior not in BOND_PRIORS:
+            raise ValueError(f"bond_prior must be one of {BOND_PRIORS}, got {self.bond_prior!r}")
         if self.shell_width_uc < 1:
             raise ValueError(f"shell_width_uc must be >= 1, got {self.shell_width_uc}")
 

@@ -43,7 +43,7 @@ class FrameResult:
     timings_s: dict = field(default_factory=dict)
     peak_mb: dict = field(default_factory=dict)
     basis_px: np.ndarray | None = None
-    #: the X-Pb-X asymmetry prior fitted per axis (``metrics.octahedra_metrics``)
+    #: the bridge-asymmetry prior of the X-Pb-X lengths (``metrics.octahedra_metrics``)
     bond_prior: dict = field(default_factory=dict)
 
 

@@ -25,13 +25,11 @@ import numpy as np
 
 from pvq_dask.kernels._bridge import corner_sharing_lengths
 from pvq_dask.kernels._metrics_grad import angle_grad, quadratic_form
+from pvq_dask.kernels.config import BOND_PRIORS
 from pvq_dask.kernels.network import BOND_OFFSETS, index_lookup
 from pvq_dask.kernels.surface import surface_distance_uc
 
-__all__ = ["octahedra_metrics", "cell_metrics", "BOND_PRIORS"]
-
-#: How ``L1``/``L2`` are estimated: with the corner-sharing prior, or from X positions alone.
-BOND_PRIORS = ("corner_sharing", "none")
+__all__ = ["octahedra_metrics", "cell_metrics"]
 
 _RAD = 180.0 / np.pi
 
@@ -136,10 +134,11 @@ def octahedra_metrics(xy, network, *, pixel_size_nm, cov=None, shell_width_uc=3,
     th1 = _nanmean(phi[:, :2])
     th2 = _nanmean(phi[:, 2:])
     th3 = _nanmean(np.stack([th1, th2], axis=1))
-    errs = _uncertainties(xy, net, cov, b, a, axis_atom, axis_sign, phi, sense, sig,
+    # Slots: 0 = Pb, 1..4 = X_k, 5..8 = axis atom of slot k.
+    atoms = np.concatenate([net.pb[:, None], net.x_bonds, axis_atom], axis=1)
+    errs = _uncertainties(net, cov, atoms, b, a, axis_atom, axis_sign, phi, sense, sig,
                           pixel_size_nm)
     if cov is not None and bond_prior == "corner_sharing" and m:
-        atoms = np.concatenate([net.pb[:, None], net.x_bonds, axis_atom], axis=1)
         use = has_x & (axis_atom >= 0) & (axis_sign > 0)
         trusted = (np.ones(m, bool) if net.trusted is None
                    else np.asarray(net.trusted, bool))
@@ -182,15 +181,14 @@ def octahedra_metrics(xy, network, *, pixel_size_nm, cov=None, shell_width_uc=3,
     return out
 
 
-def _uncertainties(xy, net, cov, b, a, axis_atom, axis_sign, phi, sense, sig, pixel_size_nm):
+def _uncertainties(net, cov, atoms, b, a, axis_atom, axis_sign, phi, sense, sig,
+                   pixel_size_nm):
     """First-order propagation of position covariances to theta1..3 and L1, L2."""
     m = net.n_octahedra
     names = ("theta1_err_deg", "theta2_err_deg", "theta3_err_deg", "L1_err_nm", "L2_err_nm")
     if cov is None or m == 0:
         return {n: np.full(m, np.nan) for n in names}
     cov = np.asarray(cov, dtype=np.float64)
-    # Slots: 0 = Pb, 1..4 = X_k, 5..8 = axis atom of slot k.
-    atoms = np.concatenate([net.pb[:, None], net.x_bonds, axis_atom], axis=1)
     valid = ~np.isnan(phi)
     gb = angle_grad(b)                                          # d ang(b) / d b
     # a = sign * (A - P): d ang(a) / d(A - P) = g(A - P) = sign * g(a), g being odd.
