@@ -29,6 +29,19 @@ CASES = {
     "disorder2pm": ("coreshell", {"static_disorder_nm": 0.002}),
     "disorder4pm": ("coreshell", {"static_disorder_nm": 0.004}),
     "dose44": ("coreshell", {"dose_e_per_A2": 44.0}),
+    # robustness sweep: one physical change each
+    "dose110": ("coreshell", {"dose_e_per_A2": 110.0}),
+    "haadf": ("coreshell", {"contrast": "haadf"}),
+    "no-carbon": ("coreshell", {"carbon_amplitude": 0.0, "ligand_amplitude": 0.0}),
+    "mixed-br": ("coreshell", {"br_fraction": 0.5}),
+    "wide-columns": ("coreshell", {"column_sigma_nm": 0.05}),
+    "dot6": ("coreshell", {"dot_size_nm": 6.0}),
+    "dot15": ("coreshell", {"dot_size_nm": 15.0}),
+    "thin-edges": ("coreshell", {"edge_thickness_frac": 0.25}),
+    "scan-distortion": ("coreshell", {"scan_distortion_px": 1.0}),
+    "opposite-sense": ("coreshell", {"rotation_sense": -1}),
+    "tilt-jitter1": ("coreshell", {"tilt_jitter_deg": 1.0}),
+    "bond-jitter5": ("coreshell", {"bond_jitter_nm": 0.005}),
 }
 
 _KEYS = ("recall", "mae_theta1_deg", "mae_theta2_deg", "mae_theta3_deg", "mae_L1_pm",

@@ -70,8 +70,11 @@ def add_parser(subparsers):
         description="The whole frame pipeline (no denoising) on synthetic dots, with the "
                     "corner-sharing bond prior and without it (direct), scored against truth.")
     n.add_argument("--cases", default="coreshell",
-                   help="comma-separated: coreshell, rotated17, segregated, fine-pixels, "
-                        "coarse-pixels, rotated-40, disorder2pm, disorder4pm, dose44")
+                   help="comma-separated names of pvq_dask.bench.network.CASES: coreshell, "
+                        "rotated17, segregated, fine-pixels, coarse-pixels, rotated-40, "
+                        "disorder2pm, disorder4pm, dose44, and the robustness sweep dose110, "
+                        "haadf, no-carbon, mixed-br, wide-columns, dot6, dot15, thin-edges, "
+                        "scan-distortion, opposite-sense, tilt-jitter1, bond-jitter5")
     n.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     n.add_argument("--json", metavar="OUT.json", help="also write the result here")
     n.set_defaults(func=_network)
